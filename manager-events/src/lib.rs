@@ -1,0 +1,60 @@
+//! The shared vocabulary of the manager and its event store.
+//!
+//! The PostgreSQL event log is the only source of truth of the cluster: every
+//! change is an event appended here, and everything else (read models, the
+//! scheduler's memory, Redis keys, metrics) is derived from it.
+//!
+//! # Layout
+//! - [`append`]: batches, streams, expected versions, events and metadata, and
+//!   the limits a batch must respect.
+//! - [`store`]: the [`EventStore`] handle — append, read a stream, read all.
+//! - `writer`: the group-commit writer every append goes through.
+//! - [`subscription`]: following the log from a checkpoint, woken by
+//!   LISTEN/NOTIFY with polling as the fallback.
+//! - [`snapshot`]: saving and loading aggregate snapshots.
+//! - [`chain`]: the SHA-256 hash chain and its verifier.
+//! - [`migrations`]: the embedded schema.
+//! - `testing` (feature `testing`): isolated test databases.
+//!
+//! # Guarantees
+//! - **Atomic, checked appends.** A batch of one or more streams commits
+//!   entirely or not at all; a stream not at its expected version fails the
+//!   whole batch with [`EventStoreError::WrongExpectedVersion`], naming the
+//!   stream and its actual version.
+//! - **Idempotency.** A batch whose idempotency key was seen before appends
+//!   nothing and returns the first result.
+//! - **Dense positions in commit order.** Positions 1, 2, 3, … are assigned
+//!   under one lock held until commit, so a reader that has seen position `p`
+//!   will never later find a new event at or below `p`: subscribers never skip
+//!   an event and never see one twice.
+//! - **Immutability.** The database refuses UPDATE, DELETE and TRUNCATE on the
+//!   log, and a hash chain lets [`EventStore::verify_chain`] prove the log was
+//!   not edited behind the guard's back.
+//! - **Throughput.** Concurrent appends share one transaction (group commit)
+//!   but are judged one by one: a conflicting call fails alone.
+//!
+//! See `docs/decisions/001-event-log.md` for why it is built this way.
+
+pub mod append;
+pub mod chain;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod migrations;
+pub mod snapshot;
+pub mod store;
+pub mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod writer;
+
+pub use append::{
+    AppendBatch, AppendResult, EventMetadata, ExpectedVersion, NewEvent, StreamAppend,
+    StreamAppended,
+};
+pub use chain::{ChainProblem, ChainReport};
+pub use config::EventStoreConfig;
+pub use error::{EventStoreError, InvalidAppend};
+pub use event::RecordedEvent;
+pub use snapshot::Snapshot;
+pub use store::{EventStore, PgPool, build_pool};

@@ -1,0 +1,10 @@
+//! The read side of the manager.
+//!
+//! GraphQL (`/admin/gql`) and REST GET endpoints that answer only from the
+//! read-model tables built by `manager-projections`, never from the event log
+//! and never by writing to it. Read-your-writes is provided by waiting, for a
+//! bounded time, until the projections reach the log position of the caller's
+//! last command.
+//!
+//! Nothing lives here yet: the query framework arrives with the identity and
+//! tenancy work.
