@@ -1,1 +1,138 @@
-fn main() {}
+//! `manager`: the control plane's one binary. Run `manager --help`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use manager::config::{Config, LogFormat};
+use manager::server;
+use manager_events::{EventStore, migrations};
+use tracing_subscriber::EnvFilter;
+
+/// The cluster manager: schedules compute sessions onto agents, built on an
+/// event-sourced log in PostgreSQL.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Without it, defaults and MANAGER_* environment
+    /// variables are used; see manager.sample.toml.
+    #[arg(short, long, global = true, env = "MANAGER_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Migrate, then serve the API (port 8091) and /metrics (port 18080)
+    /// until SIGINT or SIGTERM.
+    StartServer,
+    /// Recompute the event log's hash chain; exit 1 if it was tampered with.
+    VerifyLog,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("manager: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    match run(cli.command, config).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("manager: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Migrate => {
+            migrate(&config).await?;
+        }
+        Command::StartServer => {
+            let metrics = server::metrics_recorder()?;
+            migrate(&config).await?;
+            let store = EventStore::connect(
+                &config.db.url,
+                config.db.pool_size,
+                config.event_store.clone(),
+            )?;
+            let running = server::start(&config, store, metrics)?;
+            tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
+            server::shutdown_signal().await?;
+            tracing::info!("shutting down");
+            running.stop().await?;
+            tracing::info!("stopped cleanly");
+        }
+        Command::VerifyLog => {
+            let store = EventStore::connect(&config.db.url, 1, config.event_store.clone())?;
+            let started = Instant::now();
+            let report = store.verify_chain().await?;
+            let secs = started.elapsed().as_secs_f64();
+            return Ok(match report.problem {
+                None => {
+                    println!(
+                        "event log intact: {} events verified up to position {} in {secs:.1}s",
+                        report.verified, report.head_position
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Some(problem) => {
+                    println!(
+                        "event log BROKEN after {} verified events: {problem}",
+                        report.verified
+                    );
+                    std::process::ExitCode::FAILURE
+                }
+            });
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Applies pending migrations, waiting for the database to come up first.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let deadline = Instant::now() + server::STARTUP_DB_WAIT;
+    loop {
+        match migrations::run_pending(&config.db.url).await {
+            Ok(applied) if applied.is_empty() => {
+                tracing::info!("database schema is up to date");
+                return Ok(());
+            }
+            Ok(applied) => {
+                tracing::info!(count = applied.len(), migrations = ?applied, "applied migrations");
+                return Ok(());
+            }
+            Err(e) if Instant::now() < deadline && e.to_string().contains("connecting") => {
+                tracing::warn!("{e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("migrating the database"),
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,201 @@
+//! Configuration: a TOML file, overridden by environment variables, over
+//! defaults that match the halfstack.
+//!
+//! Every key can be set from the environment as `MANAGER_<TABLE>__<KEY>`, e.g.
+//! `MANAGER_DB__URL` or `MANAGER_API__BIND`. See `manager.sample.toml` at the
+//! repository root for a commented file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use manager_events::EventStoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[db]`: the PostgreSQL database holding the event log and read models.
+    pub db: DbConfig,
+    /// `[api]`: the client-facing REST and GraphQL listener.
+    pub api: ApiConfig,
+    /// `[metrics]`: the Prometheus listener.
+    pub metrics: MetricsConfig,
+    /// `[event_store]`: limits and tuning of the event log.
+    pub event_store: EventStoreConfig,
+    /// `[logging]`: log level and format.
+    pub logging: LoggingConfig,
+}
+
+/// `[db]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbConfig {
+    /// Connection URL. Default `postgres://postgres@127.0.0.1:8101/backend`
+    /// (the halfstack). Env `MANAGER_DB__URL`.
+    pub url: String,
+    /// Connections in the pool. Default 16. Env `MANAGER_DB__POOL_SIZE`.
+    pub pool_size: usize,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig {
+            url: "postgres://postgres@127.0.0.1:8101/backend".to_owned(),
+            pool_size: 16,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the REST/GraphQL listener. Default `0.0.0.0:8091`.
+    /// Env `MANAGER_API__BIND`.
+    pub bind: SocketAddr,
+    /// HTTP worker threads; 0 means one per core. Default 0.
+    /// Env `MANAGER_API__WORKERS`.
+    pub workers: usize,
+    /// Seconds to let in-flight requests finish on SIGINT/SIGTERM. Default 10.
+    /// Env `MANAGER_API__SHUTDOWN_TIMEOUT_SECS`.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: SocketAddr::from(([0, 0, 0, 0], 8091)),
+            workers: 0,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address serving `/metrics` in the Prometheus text format. Default
+    /// `0.0.0.0:18080`. Env `MANAGER_METRICS__BIND`.
+    pub bind: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: SocketAddr::from(([0, 0, 0, 0], 18080)),
+        }
+    }
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A `tracing` filter, e.g. `info` or `manager=debug,info`. Default `info`;
+    /// `RUST_LOG` wins when set. Env `MANAGER_LOGGING__LEVEL`.
+    pub level: String,
+    /// `text` for people or `json` (one object a line) for log shippers.
+    /// Default `text`. Env `MANAGER_LOGGING__FORMAT`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    #[error("configuration file {0} not found")]
+    NotFound(String),
+    /// A key has the wrong type, an unknown name, or the file is not TOML.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `MANAGER_*` environment
+    /// variables, each overriding the one before.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::NotFound(file.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("MANAGER_").split("__"));
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_file_loads_and_matches_the_defaults() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manager.sample.toml");
+        figment::Jail::expect_with(|_| {
+            assert_eq!(Config::load(Some(&sample)).unwrap(), Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                "[db]\nurl = \"postgres://file/db\"\npool_size = 3\n",
+            )?;
+            jail.set_env("MANAGER_DB__URL", "postgres://env/db");
+            jail.set_env("MANAGER_API__BIND", "127.0.0.1:9999");
+            let c = Config::load(Some(Path::new("m.toml"))).unwrap();
+            assert_eq!(c.db.url, "postgres://env/db");
+            assert_eq!(c.db.pool_size, 3);
+            assert_eq!(c.api.bind.port(), 9999);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "[db]\nurll = \"x\"\n")?;
+            let err = Config::load(Some(Path::new("m.toml"))).unwrap_err();
+            assert!(err.to_string().contains("urll"), "{err}");
+            assert!(matches!(
+                Config::load(Some(Path::new("nope.toml"))),
+                Err(ConfigError::NotFound(_))
+            ));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,140 @@
+//! The HTTP listeners of `start-server` and their lifecycle.
+//!
+//! Two listeners: the client API (REST and, later, GraphQL) and the Prometheus
+//! metrics endpoint, kept apart so that scraping never competes with clients
+//! and the metrics port can stay private. On SIGINT or SIGTERM both stop
+//! accepting, in-flight requests get `shutdown_timeout_secs` to finish, and the
+//! event store's writer commits what it has queued before the process exits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use manager_events::EventStore;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::{API_VERSION, MANAGER_VERSION};
+
+/// A running server: its bound addresses and a way to stop it.
+pub struct Running {
+    /// Where the API listens (useful when the configured port was 0).
+    pub api_addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
+    api: ServerHandle,
+    metrics: ServerHandle,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    store: EventStore,
+}
+
+impl Running {
+    /// Stops both listeners gracefully, then drains the event store's writer.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.api.stop(true).await;
+        self.metrics.stop(true).await;
+        for task in self.tasks {
+            task.await.context("server task panicked")??;
+        }
+        self.store.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// `GET /`: the unsigned version probe every client sends first.
+async fn version() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "version": API_VERSION, "manager": MANAGER_VERSION }))
+}
+
+async fn render_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render())
+}
+
+/// Starts both listeners over an already opened event store.
+pub fn start(
+    config: &Config,
+    store: EventStore,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Running> {
+    let workers = if config.api.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.api.workers
+    };
+    let grace = config.api.shutdown_timeout_secs;
+    let api = HttpServer::new(|| {
+        App::new()
+            .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
+            .route("/", web::get().to(version))
+    })
+    .workers(workers)
+    .shutdown_timeout(grace)
+    .disable_signals()
+    .bind(config.api.bind)
+    .with_context(|| format!("binding the API listener to {}", config.api.bind))?;
+    let api_addr = first_addr(api.addrs())?;
+    let api = api.run();
+
+    let data = web::Data::new(metrics);
+    let metrics = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(render_metrics))
+    })
+    .workers(1)
+    .shutdown_timeout(grace)
+    .disable_signals()
+    .bind(config.metrics.bind)
+    .with_context(|| format!("binding the metrics listener to {}", config.metrics.bind))?;
+    let metrics_addr = first_addr(metrics.addrs())?;
+    let metrics = metrics.run();
+
+    let (api_handle, metrics_handle) = (api.handle(), metrics.handle());
+    Ok(Running {
+        api_addr,
+        metrics_addr,
+        api: api_handle,
+        metrics: metrics_handle,
+        tasks: vec![tokio::spawn(api), tokio::spawn(metrics)],
+        store,
+    })
+}
+
+fn first_addr(addrs: Vec<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    addrs
+        .into_iter()
+        .next()
+        .context("the listener bound no address")
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// How long `start-server` waits for the database at start-up before giving up.
+pub const STARTUP_DB_WAIT: Duration = Duration::from_secs(30);

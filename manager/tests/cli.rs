@@ -1,0 +1,168 @@
+//! The `manager` binary as an operator runs it, against the halfstack.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use manager_events::testing::TestDb;
+use manager_events::{AppendBatch, ExpectedVersion, NewEvent};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn manager(db: &TestDb) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manager"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MANAGER_DB__URL", &db.url)
+        .env("MANAGER_LOGGING__LEVEL", "warn");
+    cmd
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_until_up(url: &str, server: &mut Server) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            return r;
+        }
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "the server exited at start-up"
+        );
+        assert!(Instant::now() < deadline, "the server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigterm() {
+    let db = TestDb::new().await;
+    let (api, metrics) = (free_port(), free_port());
+    let mut server = Server(
+        manager(&db)
+            .env("MANAGER_API__BIND", format!("127.0.0.1:{api}"))
+            .env("MANAGER_METRICS__BIND", format!("127.0.0.1:{metrics}"))
+            .arg("start-server")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let probe = wait_until_up(&format!("http://127.0.0.1:{api}/"), &mut server).await;
+    assert_eq!(probe.status(), 200);
+    assert_eq!(probe.headers()["server"], "BackendAI");
+    let body: serde_json::Value = probe.json().await.unwrap();
+    assert_eq!(
+        body["version"], "v7.20230615",
+        "client 23.9 parses ^v(\\d+)\\.(\\d{{8}})$"
+    );
+    assert_eq!(body["manager"], "23.09.10");
+
+    let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(
+        m.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no clean exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{api}/"))
+            .await
+            .is_err(),
+        "still listening"
+    );
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_bad_config_is_reported() {
+    let db = TestDb::new().await;
+    let out = manager(&db).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = manager(&db)
+        .env("MANAGER_API__BIND", "not an address")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
+    let out = manager(&db)
+        .args(["--config", "/nonexistent.toml", "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn verify_log_reports_an_intact_and_a_tampered_log() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    for i in 0..5 {
+        store
+            .append(AppendBatch::single(
+                "s-1",
+                "thing",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Made", serde_json::json!({"i": i}))],
+            ))
+            .await
+            .unwrap();
+    }
+    let out = manager(&db).arg("verify-log").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 events verified"));
+
+    use diesel_async::RunQueryDsl;
+    let mut conn = db.connection().await;
+    diesel::sql_query("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("UPDATE events SET event_type = 'Forged' WHERE position = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = manager(&db).arg("verify-log").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("event 3 does not match"));
+}
