@@ -1,0 +1,49 @@
+# Development tasks. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+halfstack := justfile_directory() / "halfstack/halfstack"
+
+# Show the recipes.
+default:
+    @just --list
+
+# Bring up the halfstack, migrate, and run the manager in the foreground.
+run: halfstack-up
+    cargo build -p manager
+    cargo run -q -p manager -- migrate
+    cargo run -q -p manager -- start-server
+
+# Run the whole test suite against a fresh-enough halfstack (fast, non-durable mode).
+test: halfstack-up
+    {{halfstack}} mode fast
+    just _drop-test-databases
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run --workspace --no-fail-fast; \
+    else \
+        cargo test --workspace --no-fail-fast; \
+    fi
+
+# Formatting and clippy, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Event store benchmark against a durable halfstack database (see docs/benchmarks.md).
+bench-eventstore: halfstack-up
+    {{halfstack}} mode durable
+    cargo bench -p manager-events --bench eventstore
+
+# Start PostgreSQL (8101), Redis (8111) and etcd (8121); idempotent.
+halfstack-up:
+    {{halfstack}} up
+
+# Stop the halfstack (data kept).
+halfstack-down:
+    {{halfstack}} down
+
+# Drop databases left behind by interrupted test runs.
+_drop-test-databases:
+    for db in $({{halfstack}} psql -d postgres -Atc "select datname from pg_database where datname like 'mgr\_test\_%'"); do \
+        {{halfstack}} psql -d postgres -c "drop database if exists $db with (force)" >/dev/null; \
+    done
