@@ -171,7 +171,8 @@ async fn main() {
 
     // 3. Batches of 100 events.
     let s = store.clone();
-    let batched = rate(4, move |w, i| {
+    let callers: usize = std::env::var("BENCH_BATCH_CALLERS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let batched = rate(callers, move |w, i| {
         let s = s.clone();
         async move {
             let events = (0..100)
@@ -189,7 +190,7 @@ async fn main() {
         }
     })
     .await;
-    println!("batched 100/call, 4 callers: {batched:>9.0} events/s");
+    println!("batched 100/call, {callers} callers: {batched:>9.0} events/s");
 
     // 4. Subscription latency at a steady 1,000 events/s.
     let reader = EventStore::connect(&url, 4, EventStoreConfig::default()).unwrap();

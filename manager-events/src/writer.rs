@@ -220,34 +220,47 @@ impl TxError {
     }
 }
 
-#[derive(QueryableByName)]
-struct HeadRow {
-    #[diesel(sql_type = BigInt)]
+/// The log's head as the lock returned it.
+struct Head {
     position: i64,
-    #[diesel(sql_type = Binary)]
-    hash: Vec<u8>,
-    #[diesel(sql_type = Timestamptz)]
+    hash: [u8; 32],
     now: DateTime<Utc>,
-    #[diesel(sql_type = BigInt)]
     xact_id: i64,
 }
 
-#[derive(QueryableByName)]
-struct StreamRow {
-    #[diesel(sql_type = Text)]
-    stream_id: String,
-    #[diesel(sql_type = Text)]
-    stream_type: String,
-    #[diesel(sql_type = BigInt)]
-    stream_version: i64,
+impl Head {
+    fn parse(row: StateRow) -> Result<Head> {
+        let corrupt = |reason: &str| EventStoreError::Corrupt {
+            position: to_u64(row.version),
+            reason: format!("event_log_head: {reason}"),
+        };
+        let hash = hex::decode(&row.value)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| corrupt("hash is not 32 bytes"))?;
+        Ok(Head {
+            position: row.version,
+            hash,
+            now: row.at.ok_or_else(|| corrupt("no clock"))?,
+            xact_id: row.key.parse().map_err(|_| corrupt("bad transaction id"))?,
+        })
+    }
 }
 
+/// A row of `event_log_lock()`: the head, a stream's type and version, or a
+/// stored idempotency result.
 #[derive(QueryableByName)]
-struct IdempotencyRow {
+struct StateRow {
     #[diesel(sql_type = Text)]
-    idempotency_key: String,
+    kind: String,
     #[diesel(sql_type = Text)]
-    result: String,
+    key: String,
+    #[diesel(sql_type = Text)]
+    value: String,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    at: Option<DateTime<Utc>>,
 }
 
 /// One transaction for a group: lock, judge each call, insert the accepted
@@ -286,23 +299,23 @@ async fn transact(
     }
 }
 
-/// Column-wise rows for the `unnest` insert.
+/// Column-wise rows for the `unnest` insert, borrowing from the group.
 #[derive(Default)]
-struct Rows {
+struct Rows<'a> {
     position: Vec<i64>,
-    stream_id: Vec<String>,
-    stream_type: Vec<String>,
+    stream_id: Vec<&'a str>,
+    stream_type: Vec<&'a str>,
     stream_version: Vec<i64>,
     event_id: Vec<Uuid>,
-    event_type: Vec<String>,
+    event_type: Vec<&'a str>,
     schema_version: Vec<i32>,
-    payload: Vec<String>,
-    actor_access_key: Vec<Option<String>>,
-    request_id: Vec<Option<String>>,
+    payload: Vec<&'a str>,
+    actor_access_key: Vec<Option<&'a str>>,
+    request_id: Vec<Option<&'a str>>,
     causation_id: Vec<Option<Uuid>>,
     correlation_id: Vec<Option<Uuid>>,
-    idempotency_key: Vec<Option<String>>,
-    hash: Vec<Vec<u8>>,
+    idempotency_key: Vec<Option<&'a str>>,
+    hash: Vec<[u8; 32]>,
 }
 
 async fn judge_and_write(
@@ -314,64 +327,54 @@ async fn judge_and_write(
     if let Some(d) = delay {
         tokio::time::sleep(d / 2).await;
     }
-    let head: HeadRow = diesel::sql_query(include_str!("sql/lock_head.sql"))
-        .get_result(conn)
-        .await?;
-    if let Some(d) = delay {
-        tokio::time::sleep(d / 2).await;
-    }
-
-    // What the log holds now, for every key and stream the group names.
-    let keys: Vec<String> = group
+    // Take the lock and read what the log holds now for every stream and key
+    // the group names, in one round trip (see `event_log_lock` in the migrations).
+    let keys: Vec<&str> = group
         .iter()
-        .filter_map(|b| b.metadata.idempotency_key.clone())
+        .filter_map(|b| b.metadata.idempotency_key.as_deref())
         .collect();
-    let mut known_results: HashMap<String, AppendResult> = HashMap::new();
-    if !keys.is_empty() {
-        let rows: Vec<IdempotencyRow> = diesel::sql_query(
-            "SELECT idempotency_key, result::text AS result FROM event_idempotency \
-             WHERE idempotency_key = ANY($1)",
-        )
-        .bind::<Array<Text>, _>(&keys)
-        .load(conn)
-        .await?;
-        for row in rows {
-            let result: AppendResult =
-                serde_json::from_str(&row.result).map_err(|e| EventStoreError::Corrupt {
-                    position: 0,
-                    reason: format!(
-                        "stored result of idempotency key {:?}: {e}",
-                        row.idempotency_key
-                    ),
-                })?;
-            known_results.insert(row.idempotency_key, result);
-        }
-    }
     let mut ids: Vec<&str> = group
         .iter()
         .flat_map(|b| b.streams.iter().map(|s| s.stream_id.as_str()))
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let rows: Vec<StreamRow> = diesel::sql_query(include_str!("sql/stream_versions.sql"))
+    let state: Vec<StateRow> = diesel::sql_query("SELECT * FROM event_log_lock($1, $2)")
         .bind::<Array<Text>, _>(&ids)
+        .bind::<Array<Text>, _>(&keys)
         .load(conn)
         .await?;
-    let mut streams: HashMap<String, (String, u64)> = rows
-        .into_iter()
-        .map(|r| (r.stream_id, (r.stream_type, to_u64(r.stream_version))))
-        .collect();
+    if let Some(d) = delay {
+        tokio::time::sleep(d / 2).await;
+    }
+    let mut head = None;
+    let mut streams: HashMap<String, (String, u64)> = HashMap::with_capacity(state.len());
+    let mut known_results: HashMap<String, AppendResult> = HashMap::new();
+    for row in state {
+        match row.kind.as_str() {
+            "head" => head = Some(Head::parse(row)?),
+            "key" => {
+                let result: AppendResult = serde_json::from_str(&row.value).map_err(|e| {
+                    EventStoreError::Corrupt {
+                        position: 0,
+                        reason: format!("stored result of idempotency key {:?}: {e}", row.key),
+                    }
+                })?;
+                known_results.insert(row.key, result);
+            }
+            _ => {
+                streams.insert(row.key, (row.value, to_u64(row.version)));
+            }
+        }
+    }
+    let head = head.ok_or_else(|| EventStoreError::Corrupt {
+        position: 0,
+        reason: "the event_log_head row is missing".into(),
+    })?;
 
     // Judge each call against the log and the calls accepted before it.
     let mut position = to_u64(head.position);
-    let mut previous: [u8; 32] =
-        head.hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| EventStoreError::Corrupt {
-                position,
-                reason: "the log head's hash is not 32 bytes".into(),
-            })?;
+    let mut previous = head.hash;
     let mut rows = Rows::default();
     let mut new_keys: Vec<(String, String)> = Vec::new();
     let mut verdicts = Vec::with_capacity(group.len());
@@ -439,25 +442,8 @@ async fn judge_and_write(
         return Ok((verdicts, None));
     }
 
-    let now = head.now;
-    rows.insert(conn, now).await?;
-    if !new_keys.is_empty() {
-        let (keys, results): (Vec<String>, Vec<String>) = new_keys.into_iter().unzip();
-        diesel::sql_query(
-            "INSERT INTO event_idempotency (idempotency_key, result, recorded_at) \
-             SELECT k, r::jsonb, $3 FROM unnest($1::text[], $2::text[]) AS t(k, r)",
-        )
-        .bind::<Array<Text>, _>(keys)
-        .bind::<Array<Text>, _>(results)
-        .bind::<Timestamptz, _>(now)
-        .execute(conn)
-        .await?;
-    }
-    diesel::sql_query(include_str!("sql/move_head.sql"))
-        .bind::<BigInt, _>(to_i64(position))
-        .bind::<Binary, _>(previous.to_vec())
-        .execute(conn)
-        .await?;
+    let (keys, results): (Vec<String>, Vec<String>) = new_keys.into_iter().unzip();
+    rows.write(conn, head.now, keys, results, position, previous).await?;
     Ok((verdicts, Some(position)))
 }
 
@@ -488,29 +474,37 @@ fn check(batch: &PreparedBatch, streams: &HashMap<String, (String, u64)>) -> Res
     Ok(())
 }
 
-impl Rows {
-    fn push(&mut self, f: &ChainFields<'_>, hash: [u8; 32]) {
+impl<'a> Rows<'a> {
+    fn push(&mut self, f: &ChainFields<'a>, hash: [u8; 32]) {
         self.position.push(f.position);
-        self.stream_id.push(f.stream_id.to_owned());
-        self.stream_type.push(f.stream_type.to_owned());
+        self.stream_id.push(f.stream_id);
+        self.stream_type.push(f.stream_type);
         self.stream_version.push(f.stream_version);
         self.event_id.push(f.event_id);
-        self.event_type.push(f.event_type.to_owned());
+        self.event_type.push(f.event_type);
         self.schema_version.push(f.schema_version);
-        self.payload.push(f.payload.to_owned());
-        self.actor_access_key
-            .push(f.metadata.actor_access_key.clone());
-        self.request_id.push(f.metadata.request_id.clone());
+        self.payload.push(f.payload);
+        self.actor_access_key.push(f.metadata.actor_access_key.as_deref());
+        self.request_id.push(f.metadata.request_id.as_deref());
         self.causation_id.push(f.metadata.causation_id);
         self.correlation_id.push(f.metadata.correlation_id);
-        self.idempotency_key
-            .push(f.metadata.idempotency_key.clone());
-        self.hash.push(hash.to_vec());
+        self.idempotency_key.push(f.metadata.idempotency_key.as_deref());
+        self.hash.push(hash);
     }
 
-    async fn insert(self, conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> Result<()> {
+    /// Writes the events, the new idempotency keys and the moved head in one
+    /// statement.
+    async fn write(
+        self,
+        conn: &mut AsyncPgConnection,
+        now: DateTime<Utc>,
+        keys: Vec<String>,
+        results: Vec<String>,
+        head_position: u64,
+        head_hash: [u8; 32],
+    ) -> Result<()> {
         use diesel::sql_types::Uuid as SqlUuid;
-        diesel::sql_query(include_str!("sql/insert_events.sql"))
+        diesel::sql_query(include_str!("sql/write_group.sql"))
             .bind::<Array<BigInt>, _>(self.position)
             .bind::<Array<Text>, _>(self.stream_id)
             .bind::<Array<Text>, _>(self.stream_type)
@@ -524,8 +518,12 @@ impl Rows {
             .bind::<Array<Nullable<SqlUuid>>, _>(self.causation_id)
             .bind::<Array<Nullable<SqlUuid>>, _>(self.correlation_id)
             .bind::<Array<Nullable<Text>>, _>(self.idempotency_key)
-            .bind::<Array<Binary>, _>(self.hash)
+            .bind::<Array<Binary>, _>(self.hash.iter().map(|h| h.as_slice()).collect::<Vec<_>>())
             .bind::<Timestamptz, _>(now)
+            .bind::<Array<Text>, _>(keys)
+            .bind::<Array<Text>, _>(results)
+            .bind::<BigInt, _>(to_i64(head_position))
+            .bind::<Binary, _>(head_hash.to_vec())
             .execute(conn)
             .await?;
         Ok(())

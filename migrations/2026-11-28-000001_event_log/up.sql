@@ -54,6 +54,37 @@ CREATE TABLE snapshots (
     taken_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The first step of every append transaction, in one round trip: take the
+-- log's ordering lock (held until the transaction ends), then read — each in a
+-- statement with a fresh snapshot, so seeing every commit made before the lock
+-- was granted — the head, the current version and type of each named stream
+-- that exists, and the stored result of each idempotency key seen before.
+CREATE FUNCTION event_log_lock(stream_ids text[], idempotency_keys text[])
+RETURNS TABLE (kind text, key text, value text, version bigint, at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM 1 FROM event_log_head FOR UPDATE;
+    RETURN QUERY
+        SELECT 'head'::text, pg_current_xact_id()::text, encode(h.hash, 'hex'), h.position,
+               clock_timestamp()
+        FROM event_log_head h;
+    RETURN QUERY
+        SELECT 'stream'::text, s.id, e.stream_type, e.stream_version, NULL::timestamptz
+        FROM unnest(stream_ids) AS s(id)
+        CROSS JOIN LATERAL (
+            SELECT ev.stream_type, ev.stream_version
+            FROM events ev
+            WHERE ev.stream_id = s.id
+            ORDER BY ev.stream_version DESC
+            LIMIT 1
+        ) AS e;
+    RETURN QUERY
+        SELECT 'key'::text, k.idempotency_key, k.result::text, 0::bigint, NULL::timestamptz
+        FROM event_idempotency k
+        WHERE k.idempotency_key = ANY(idempotency_keys);
+END
+$$;
+
 CREATE FUNCTION event_log_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
