@@ -171,7 +171,10 @@ async fn main() {
 
     // 3. Batches of 100 events.
     let s = store.clone();
-    let callers: usize = std::env::var("BENCH_BATCH_CALLERS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let callers: usize = std::env::var("BENCH_BATCH_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let batched = rate(callers, move |w, i| {
         let s = s.clone();
         async move {

@@ -31,6 +31,12 @@ pub struct EventStoreConfig {
     /// Whether subscribers are woken by PostgreSQL LISTEN/NOTIFY (one dedicated
     /// connection per store). Without it they rely on polling. Default true.
     pub listen: bool,
+    /// Milliseconds a pooled connection may sit idle inside a transaction
+    /// before the server ends its session (`idle_in_transaction_session_timeout`;
+    /// 0 keeps the server's setting). Appends hold the log's ordering lock for
+    /// their whole transaction, so this bounds how long a stalled process can
+    /// block every writer. Default 30,000.
+    pub idle_in_transaction_ms: u64,
     /// Fault injection for tests only.
     #[serde(skip)]
     #[doc(hidden)]
@@ -48,6 +54,7 @@ impl Default for EventStoreConfig {
             poll_interval_ms: 1_000,
             subscription_batch: 1_000,
             listen: true,
+            idle_in_transaction_ms: 30_000,
             faults: Faults::default(),
         }
     }

@@ -4,8 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::{OptionalExtension, QueryableByName};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -21,14 +23,34 @@ pub type PgPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnect
 
 /// Builds a connection pool of `size` connections for `database_url`.
 ///
+/// Each connection is set up with `idle_in_transaction_session_timeout` =
+/// `idle_in_transaction_ms` (0 leaves the server's setting): appends hold the
+/// log's ordering lock for the length of their transaction, so a process that
+/// stalls mid-transaction must not stall every writer in the cluster; the
+/// server ends such a session and releases the lock.
+///
 /// Connections are recycled the fast way: a connection returned with an open
 /// transaction or a broken socket is discarded, but no `SELECT 1` is sent on
 /// every checkout (that would add a round trip to every append). A connection
 /// that died while idle fails its first query, and the caller's retry gets a
 /// fresh one.
-pub fn build_pool(database_url: &str, size: usize) -> Result<PgPool> {
+pub fn build_pool(database_url: &str, size: usize, idle_in_transaction_ms: u64) -> Result<PgPool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            if idle_in_transaction_ms > 0 {
+                conn.batch_execute(&format!(
+                    "SET idle_in_transaction_session_timeout = {idle_in_transaction_ms}"
+                ))
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
+            Ok(conn)
+        })
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     PgPool::builder(manager)
@@ -76,11 +98,12 @@ impl EventStore {
     /// Opens a store over a new pool of `pool_size` connections. Must be called
     /// inside a tokio runtime (it starts the writer task).
     pub fn connect(database_url: &str, pool_size: usize, config: EventStoreConfig) -> Result<Self> {
-        let pool = build_pool(database_url, pool_size)?;
+        let pool = build_pool(database_url, pool_size, config.idle_in_transaction_ms)?;
         Ok(Self::new(pool, database_url, config))
     }
 
-    /// Opens a store over an existing pool. `database_url` is used for the one
+    /// Opens a store over an existing pool (build it with [`build_pool`] to get
+    /// the transaction idle timeout). `database_url` is used for the one
     /// dedicated connection that LISTENs for new events. Must be called inside a
     /// tokio runtime (it starts the writer task).
     pub fn new(pool: PgPool, database_url: &str, config: EventStoreConfig) -> Self {

@@ -354,12 +354,11 @@ async fn judge_and_write(
         match row.kind.as_str() {
             "head" => head = Some(Head::parse(row)?),
             "key" => {
-                let result: AppendResult = serde_json::from_str(&row.value).map_err(|e| {
-                    EventStoreError::Corrupt {
+                let result: AppendResult =
+                    serde_json::from_str(&row.value).map_err(|e| EventStoreError::Corrupt {
                         position: 0,
                         reason: format!("stored result of idempotency key {:?}: {e}", row.key),
-                    }
-                })?;
+                    })?;
                 known_results.insert(row.key, result);
             }
             _ => {
@@ -443,7 +442,8 @@ async fn judge_and_write(
     }
 
     let (keys, results): (Vec<String>, Vec<String>) = new_keys.into_iter().unzip();
-    rows.write(conn, head.now, keys, results, position, previous).await?;
+    rows.write(conn, head.now, keys, results, position, previous)
+        .await?;
     Ok((verdicts, Some(position)))
 }
 
@@ -484,11 +484,13 @@ impl<'a> Rows<'a> {
         self.event_type.push(f.event_type);
         self.schema_version.push(f.schema_version);
         self.payload.push(f.payload);
-        self.actor_access_key.push(f.metadata.actor_access_key.as_deref());
+        self.actor_access_key
+            .push(f.metadata.actor_access_key.as_deref());
         self.request_id.push(f.metadata.request_id.as_deref());
         self.causation_id.push(f.metadata.causation_id);
         self.correlation_id.push(f.metadata.correlation_id);
-        self.idempotency_key.push(f.metadata.idempotency_key.as_deref());
+        self.idempotency_key
+            .push(f.metadata.idempotency_key.as_deref());
         self.hash.push(hash);
     }
 

@@ -847,3 +847,37 @@ async fn shutdown_finishes_queued_appends_then_refuses() {
         .unwrap_err();
     assert!(matches!(err, EventStoreError::ShuttingDown));
 }
+
+#[tokio::test]
+async fn a_stalled_transaction_holding_the_lock_is_cut_off() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let stalled = db
+        .store_with(EventStoreConfig {
+            idle_in_transaction_ms: 300,
+            ..Default::default()
+        })
+        .await;
+    // A process that takes the ordering lock and then hangs.
+    let mut conn = stalled.pool().get().await.unwrap();
+    conn.batch_execute("BEGIN; SELECT 1 FROM event_log_head FOR UPDATE;")
+        .await
+        .unwrap();
+
+    let other = db.store().await;
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.append(single("s-1", ExpectedVersion::Any, vec![ev(1)])),
+    )
+    .await
+    .expect("the stalled transaction was never cut off")
+    .unwrap();
+    assert_eq!(r.first_position, 1);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the append did wait for the lock"
+    );
+    // The stalled session was ended by the server.
+    assert!(conn.batch_execute("SELECT 1").await.is_err());
+}
