@@ -98,8 +98,11 @@ fn optional(h: &mut Sha256, b: Option<&[u8]>) {
 pub struct ChainReport {
     /// Events whose hash was recomputed and matched.
     pub verified: u64,
-    /// The head row's position (the last committed event).
+    /// The head row's position (the last committed event when it started).
     pub head_position: u64,
+    /// The head row's hash. Record it with the position: if the event at that
+    /// position later has another hash, history before it was rewritten.
+    pub head_hash: [u8; 32],
     /// The first problem found, if any; verification stops there.
     pub problem: Option<ChainProblem>,
 }

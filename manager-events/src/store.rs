@@ -107,6 +107,7 @@ impl EventStore {
     /// dedicated connection that LISTENs for new events. Must be called inside a
     /// tokio runtime (it starts the writer task).
     pub fn new(pool: PgPool, database_url: &str, config: EventStoreConfig) -> Self {
+        describe_metrics();
         let config = Arc::new(config);
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let (head, _) = watch::channel(0);
@@ -239,9 +240,11 @@ impl EventStore {
         let head_position = to_u64(head.position);
         let mut previous = chain::GENESIS;
         let mut position = 0u64;
+        let head_hash: [u8; 32] = head.hash.as_slice().try_into().unwrap_or([0; 32]);
         let report = |verified, problem| ChainReport {
             verified,
             head_position,
+            head_hash,
             problem,
         };
         while position < head_position {
@@ -353,4 +356,47 @@ async fn read_all_rows(
     .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
     .load(conn)
     .await?)
+}
+
+/// Names and explains the store's metrics, so that they are listed (at zero)
+/// from the first scrape on, before anything happened.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "eventstore_append_calls_total",
+        "Append calls by outcome: ok, deduplicated, conflict (wrong expected version), refused (other check), invalid (limits), error (database)."
+    );
+    describe_counter!(
+        "eventstore_events_appended_total",
+        "Events appended to the log."
+    );
+    describe_histogram!(
+        "eventstore_group_calls",
+        "Append calls committed together in one group-commit transaction."
+    );
+    describe_histogram!(
+        "eventstore_group_commit_seconds",
+        Unit::Seconds,
+        "Duration of one group-commit transaction, lock to commit."
+    );
+    describe_gauge!(
+        "eventstore_head_position",
+        "Position of the last event this process committed."
+    );
+    describe_counter!(
+        "eventstore_listener_failures_total",
+        "Failures of the LISTEN connection; subscribers poll until it reconnects."
+    );
+    for outcome in [
+        "ok",
+        "deduplicated",
+        "conflict",
+        "refused",
+        "invalid",
+        "error",
+    ] {
+        metrics::counter!("eventstore_append_calls_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("eventstore_events_appended_total").increment(0);
+    metrics::counter!("eventstore_listener_failures_total").increment(0);
 }

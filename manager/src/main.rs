@@ -84,8 +84,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             return Ok(match report.problem {
                 None => {
                     println!(
-                        "event log intact: {} events verified up to position {} in {secs:.1}s",
-                        report.verified, report.head_position
+                        "event log intact: {} events verified up to position {} in {secs:.1}s\nhead hash: {}",
+                        report.verified,
+                        report.head_position,
+                        hex::encode(report.head_hash)
                     );
                     std::process::ExitCode::SUCCESS
                 }

@@ -14,7 +14,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use manager_events::EventStore;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use crate::config::Config;
@@ -52,6 +52,22 @@ pub fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
+        // Real histograms (not client-side summaries), so that Prometheus can
+        // aggregate them across manager instances.
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_owned()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )
+        .context("configuring histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("eventstore_group_calls".to_owned()),
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ],
+        )
+        .context("configuring histogram buckets")?
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     Ok(HANDLE.get_or_init(|| handle).clone())
