@@ -42,8 +42,9 @@ halfstack-up:
 halfstack-down:
     {{halfstack}} down
 
-# Drop databases left behind by interrupted test runs.
+# Drop databases left behind by interrupted test runs, and old test templates
+# (the first test rebuilds the template from the current migrations).
 _drop-test-databases:
-    for db in $({{halfstack}} psql -d postgres -Atc "select datname from pg_database where datname like 'mgr\_test\_%'"); do \
+    for db in $({{halfstack}} psql -d postgres -Atc "select datname from pg_database where datname like 'mgr\_test\_%' or datname like 'mgr\_tmpl\_%'"); do \
         {{halfstack}} psql -d postgres -c "drop database if exists $db with (force)" >/dev/null; \
     done

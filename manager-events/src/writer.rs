@@ -394,6 +394,16 @@ async fn judge_and_write(
         let first_position = position + 1;
         let mut appended = Vec::with_capacity(batch.streams.len());
         for stream in &batch.streams {
+            if stream.events.is_empty() {
+                // A pure version check: it must not create the stream, nor
+                // claim its type for the calls judged after it in this group.
+                let version = streams.get(&stream.stream_id).map_or(0, |(_, v)| *v);
+                appended.push(StreamAppended {
+                    stream_id: stream.stream_id.clone(),
+                    version,
+                });
+                continue;
+            }
             let entry = streams
                 .entry(stream.stream_id.clone())
                 .or_insert_with(|| (stream.stream_type.clone(), 0));

@@ -881,3 +881,44 @@ async fn a_stalled_transaction_holding_the_lock_is_cut_off() {
     // The stalled session was ended by the server.
     assert!(conn.batch_execute("SELECT 1").await.is_err());
 }
+
+#[tokio::test]
+async fn a_pure_check_does_not_create_its_stream_for_the_rest_of_the_group() {
+    let db = TestDb::new().await;
+    let faults = Faults {
+        max_delay_in_transaction: Some(Duration::from_millis(400)),
+        delay_share: 1.0,
+    };
+    let store = db
+        .store_with(EventStoreConfig {
+            faults,
+            ..Default::default()
+        })
+        .await;
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(single("blocker", ExpectedVersion::Any, vec![ev(0)]))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind the blocker, so judged in one group: A only checks "x";
+    // B then creates "x" with another type, which nothing has claimed.
+    let a = AppendBatch::new()
+        .stream("x", "thing", ExpectedVersion::NoStream, vec![])
+        .stream("y", "thing", ExpectedVersion::Any, vec![ev(1)]);
+    let b = AppendBatch::single("x", "other", ExpectedVersion::NoStream, vec![ev(2)]);
+    let (ra, rb) = tokio::join!(store.append(a), store.append(b));
+    blocker.await.unwrap().unwrap();
+    assert_eq!(ra.unwrap().streams[0].version, 0);
+    rb.unwrap();
+    let x = store.read_stream("x", 0).await.unwrap();
+    assert_eq!((x.len(), x[0].stream_type.as_str()), (1, "other"));
+    let y = store.read_stream("y", 0).await.unwrap();
+    assert_eq!(
+        x[0].xact_id, y[0].xact_id,
+        "both calls were judged in one group"
+    );
+}

@@ -7,10 +7,11 @@
 //!   against a simple in-memory model of the documented semantics; after every
 //!   call the verdict is compared, and after every case the whole log, every
 //!   stream and the hash chain are.
-//! - `concurrent_creations_have_one_winner`: random sets of appends launched at
-//!   once, several racing to create the same stream: exactly one per stream
-//!   wins, the others get `WrongExpectedVersion`, and the winners' positions
-//!   tile the log densely.
+//! - `concurrent_appends_have_one_winner_per_stream_and_key`: random sets of
+//!   appends launched at once, several racing to create the same stream or to
+//!   use the same idempotency key: exactly one per stream appends and the others
+//!   get `WrongExpectedVersion`, exactly one per key appends and the others get
+//!   its result back, and the positions of the appends tile the log densely.
 //!
 //! proptest's test closure is synchronous, so each test builds its own tokio
 //! runtime and one database, and runs every case inside it with `block_on`.
@@ -20,7 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -513,11 +514,13 @@ fn appends_match_the_model() {
 }
 
 // ---------------------------------------------------------------------------
-// Concurrent creations
+// Concurrent races
 // ---------------------------------------------------------------------------
 
 /// Streams the concurrent calls race to create.
 const CONTENDED: u8 = 3;
+/// Idempotency keys the concurrent calls race to use.
+const RACED_KEYS: u8 = 2;
 
 #[derive(Debug, Clone)]
 enum Call {
@@ -529,37 +532,70 @@ enum Call {
     },
     /// Append with `Any` to a stream of its own: never conflicts.
     Free { events: usize },
+    /// Append with `Any` to a stream of its own, under one of the contended
+    /// idempotency keys: the first call of each key appends, the others are
+    /// deduplicated.
+    Retry { key: u8, events: usize },
 }
 
 fn call_strategy() -> impl Strategy<Value = Call> {
     prop_oneof![
-        3 => (0..CONTENDED, any::<bool>(), 1usize..=3).prop_map(|(stream, exact_zero, events)| {
+        4 => (0..CONTENDED, any::<bool>(), 1usize..=3).prop_map(|(stream, exact_zero, events)| {
             Call::Create { stream, exact_zero, events }
         }),
         1 => (1usize..=3).prop_map(|events| Call::Free { events }),
+        2 => (0..RACED_KEYS, 1usize..=3).prop_map(|(key, events)| Call::Retry { key, events }),
     ]
 }
 
 impl Call {
     fn events(&self) -> usize {
         match self {
-            Call::Create { events, .. } | Call::Free { events } => *events,
+            Call::Create { events, .. } | Call::Free { events } | Call::Retry { events, .. } => {
+                *events
+            }
         }
     }
 
     fn stream_id(&self, case: u64, index: usize) -> String {
         match self {
             Call::Create { stream, .. } => format!("c{case}-s{stream}"),
-            Call::Free { .. } => format!("c{case}-free{index}"),
+            Call::Free { .. } | Call::Retry { .. } => format!("c{case}-own{index}"),
         }
     }
+
+    fn key(&self, case: u64) -> Option<String> {
+        match self {
+            Call::Retry { key, .. } => Some(format!("c{case}-k{key}")),
+            _ => None,
+        }
+    }
+
+    fn expected(&self) -> ExpectedVersion {
+        match self {
+            Call::Create {
+                exact_zero: true, ..
+            } => ExpectedVersion::Exact(0),
+            Call::Create { .. } => ExpectedVersion::NoStream,
+            Call::Free { .. } | Call::Retry { .. } => ExpectedVersion::Any,
+        }
+    }
+}
+
+/// Races lost over a run, to show that the property is not vacuous.
+#[derive(Debug, Default)]
+struct Races {
+    conflicts: AtomicU64,
+    deduplicated: AtomicU64,
+    /// Cases where calls were committed together by the group-commit writer.
+    grouped: AtomicU64,
 }
 
 async fn run_concurrently(
     store: &EventStore,
     case: u64,
     calls: &[Call],
-    conflicts: &AtomicU64,
+    races: &Races,
 ) -> TestCaseResult {
     let start = ok("head_position", store.head_position().await)?;
     let tasks: Vec<_> = calls
@@ -567,17 +603,18 @@ async fn run_concurrently(
         .enumerate()
         .map(|(i, call)| {
             let store = store.clone();
-            let expected = match call {
-                Call::Create {
-                    exact_zero: true, ..
-                } => ExpectedVersion::Exact(0),
-                Call::Create { .. } => ExpectedVersion::NoStream,
-                Call::Free { .. } => ExpectedVersion::Any,
-            };
             let events = (0..call.events())
                 .map(|n| NewEvent::new("Raced", json!({ "call": i, "n": n })))
                 .collect();
-            let batch = AppendBatch::single(call.stream_id(case, i), STREAM_TYPE, expected, events);
+            let mut batch = AppendBatch::single(
+                call.stream_id(case, i),
+                STREAM_TYPE,
+                call.expected(),
+                events,
+            );
+            if let Some(key) = call.key(case) {
+                batch = batch.with_idempotency_key(key);
+            }
             tokio::spawn(async move { store.append(batch).await })
         })
         .collect();
@@ -586,8 +623,46 @@ async fn run_concurrently(
         results.push(task.await.expect("the append task panicked"));
     }
 
-    // Per stream: exactly one winner, every other call a conflict naming the
-    // stream at the winner's version.
+    // Per idempotency key: exactly one call appended; every other call got
+    // its result back, marked deduplicated.
+    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, call) in calls.iter().enumerate() {
+        if let Some(key) = call.key(case) {
+            by_key.entry(key).or_default().push(i);
+        }
+    }
+    for (key, members) in &by_key {
+        let outcomes: Vec<_> = members.iter().map(|&i| &results[i]).collect();
+        let original: Vec<&AppendResult> = outcomes
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|r| !r.deduplicated)
+            .collect();
+        prop_assert_eq!(original.len(), 1, "calls with key {}: {:?}", key, outcomes);
+        let original = original[0];
+        for r in &outcomes {
+            match r {
+                Ok(r) if r.deduplicated => {
+                    races.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    let first = AppendResult {
+                        deduplicated: true,
+                        ..original.clone()
+                    };
+                    prop_assert_eq!(&first, r, "a retry with key {}", key);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(TestCaseError::fail(format!(
+                        "a call with key {key} failed: {e:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    // Per stream: exactly one call appended (the calls of a key that were
+    // deduplicated wrote nothing to theirs); every other call got a conflict
+    // naming the stream at the winner's version.
     let mut by_stream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, call) in calls.iter().enumerate() {
         by_stream
@@ -595,26 +670,27 @@ async fn run_concurrently(
             .or_default()
             .push(i);
     }
-    let mut winners: BTreeMap<String, usize> = BTreeMap::new();
+    let appended = |i: usize| matches!(&results[i], Ok(r) if !r.deduplicated);
+    let mut winners: BTreeMap<String, Option<usize>> = BTreeMap::new();
     for (id, members) in &by_stream {
-        let won: Vec<usize> = members
-            .iter()
-            .copied()
-            .filter(|&i| results[i].is_ok())
-            .collect();
+        let won: Vec<usize> = members.iter().copied().filter(|&i| appended(i)).collect();
+        let deduplicated = members.iter().any(|&i| results[i].is_ok() && !appended(i));
         prop_assert_eq!(
             won.len(),
-            1,
+            usize::from(!deduplicated),
             "{} calls on {}: {:?}",
             members.len(),
             id,
             members.iter().map(|&i| &results[i]).collect::<Vec<_>>()
         );
-        let winner = won[0];
-        winners.insert(id.clone(), winner);
+        let Some(&winner) = won.first() else {
+            winners.insert(id.clone(), None);
+            continue;
+        };
+        winners.insert(id.clone(), Some(winner));
         let winner_events = calls[winner].events() as u64;
         for &i in members.iter().filter(|&&i| i != winner) {
-            conflicts.fetch_add(1, Ordering::Relaxed);
+            races.conflicts.fetch_add(1, Ordering::Relaxed);
             match &results[i] {
                 Err(EventStoreError::WrongExpectedVersion {
                     stream_id,
@@ -634,9 +710,10 @@ async fn run_concurrently(
     // The winners' positions tile start+1..=head: distinct, contiguous, dense.
     let mut ranges: Vec<(u64, u64, usize)> = Vec::new();
     for (i, r) in results.iter().enumerate() {
-        if let Ok(r) = r {
+        if let Ok(r) = r
+            && !r.deduplicated
+        {
             let n = calls[i].events() as u64;
-            prop_assert!(!r.deduplicated);
             prop_assert_eq!(r.last_position + 1 - r.first_position, n, "call {}", i);
             prop_assert_eq!(r.streams.len(), 1);
             prop_assert_eq!(r.streams[0].version, n, "call {}", i);
@@ -662,6 +739,7 @@ async fn run_concurrently(
             .expect("every position belongs to a winner");
         prop_assert_eq!(&e.stream_id, &calls[i].stream_id(case, i));
         prop_assert_eq!(e.stream_version, e.position - first + 1);
+        prop_assert_eq!(&e.metadata.idempotency_key, &calls[i].key(case));
         prop_assert_eq!(
             &e.payload,
             &json!({ "call": i, "n": e.position - first }),
@@ -669,10 +747,19 @@ async fn run_concurrently(
             e.position
         );
     }
-    for (id, &winner) in &winners {
+    let xacts: HashSet<u64> = landed.iter().map(|e| e.xact_id).collect();
+    if xacts.len() < ranges.len() {
+        races.grouped.fetch_add(1, Ordering::Relaxed);
+    }
+    for (id, winner) in &winners {
         let stream = ok("read_stream", store.read_stream(id, 0).await)?;
-        prop_assert_eq!(stream.len(), calls[winner].events(), "{}", id);
-        prop_assert!(stream.iter().all(|e| e.payload["call"] == json!(winner)));
+        let want = winner.map_or(0, |w| calls[w].events());
+        prop_assert_eq!(stream.len(), want, "{}", id);
+        prop_assert!(
+            stream
+                .iter()
+                .all(|e| Some(&e.payload["call"]) == winner.map(|w| json!(w)).as_ref())
+        );
     }
     let report = ok("verify_chain", store.verify_chain().await)?;
     prop_assert!(report.is_intact(), "chain: {:?}", report);
@@ -681,7 +768,7 @@ async fn run_concurrently(
 }
 
 #[test]
-fn concurrent_creations_have_one_winner() {
+fn concurrent_appends_have_one_winner_per_stream_and_key() {
     let rt = runtime();
     let db = rt.block_on(TestDb::new());
     // Short random delays inside some transactions vary how the calls are
@@ -696,20 +783,24 @@ fn concurrent_creations_have_one_winner() {
         ..EventStoreConfig::default()
     }));
     let cases = AtomicU64::new(0);
-    let conflicts = AtomicU64::new(0);
+    let races = Races::default();
     let strategy = prop::collection::vec(call_strategy(), 2..=12);
     let mut runner = runner(48);
     let planned = runner.config().cases;
     let result = runner.run(&strategy, |calls| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
-        rt.block_on(run_concurrently(&store, case, &calls, &conflicts))
+        rt.block_on(run_concurrently(&store, case, &calls, &races))
     });
     if let Err(err) = result {
         panic!("{err}");
     }
-    let conflicts = conflicts.into_inner();
-    eprintln!("concurrent_creations_have_one_winner: {planned} cases, {conflicts} lost races");
+    eprintln!("concurrent_appends_have_one_winner_per_stream_and_key: {planned} cases, {races:?}");
     if planned >= 32 {
-        assert!(conflicts > 0, "no call ever lost a race");
+        assert!(races.conflicts.into_inner() > 0, "no call ever lost a race");
+        assert!(races.deduplicated.into_inner() > 0, "no key was ever raced");
+        assert!(
+            races.grouped.into_inner() > 0,
+            "no calls were ever committed together"
+        );
     }
 }
