@@ -14,6 +14,8 @@
 //! - [`snapshot`]: saving and loading aggregate snapshots.
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`migrations`]: the embedded schema.
+//! - [`problem`]: errors as clients see them (problem+json), shared by
+//!   the command and query sides.
 //! - `testing` (feature `testing`): isolated test databases.
 //!
 //! # Guarantees
@@ -41,6 +43,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod migrations;
+pub mod problem;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;
@@ -56,5 +59,6 @@ pub use chain::{ChainProblem, ChainReport};
 pub use config::EventStoreConfig;
 pub use error::{EventStoreError, InvalidAppend};
 pub use event::RecordedEvent;
+pub use problem::{Problem, ProblemKind};
 pub use snapshot::Snapshot;
 pub use store::{EventStore, PgPool, build_pool};

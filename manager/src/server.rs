@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
-use manager_events::EventStore;
+use manager_events::{EventStore, Problem, ProblemKind};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
@@ -78,6 +78,18 @@ async fn version() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "version": API_VERSION, "manager": MANAGER_VERSION }))
 }
 
+/// Any path no route serves: 404 `url-not-found` with the path as data.
+async fn url_not_found(req: HttpRequest) -> HttpResponse {
+    Problem::new(ProblemKind::UrlNotFound)
+        .data(json!(req.path()))
+        .error_response()
+}
+
+/// A known path with a method it does not serve: 405 `method-not-allowed`.
+async fn method_not_allowed() -> HttpResponse {
+    Problem::new(ProblemKind::MethodNotAllowed).error_response()
+}
+
 async fn render_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -99,7 +111,12 @@ pub fn start(
     let api = HttpServer::new(|| {
         App::new()
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
-            .route("/", web::get().to(version))
+            .service(
+                web::resource(["", "/"])
+                    .route(web::get().to(version))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .default_service(web::to(url_not_found))
     })
     .workers(workers)
     .shutdown_timeout(grace)

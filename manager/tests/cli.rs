@@ -73,6 +73,30 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
     );
     assert_eq!(body["manager"], "23.09.10");
 
+    // Errors are problem+json, as the official client expects.
+    let missing = reqwest::get(format!("http://127.0.0.1:{api}/no/such/path"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["type"], "https://api.backend.ai/probs/url-not-found");
+    assert_eq!(body["data"], "/no/such/path");
+    let wrong = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{api}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(
+        body["type"],
+        "https://api.backend.ai/probs/method-not-allowed"
+    );
+
     let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
         .await
         .unwrap();

@@ -1,0 +1,7 @@
+//! Authentication of API requests.
+//!
+//! - [`signature`]: Backend.AI's HMAC-SHA256 request signing, reproduced
+//!   exactly as the reference manager verifies it (the date window, the
+//!   header grammar, the string to sign, the derived key, the error order).
+
+pub mod signature;
