@@ -8,9 +8,24 @@
 //! the sweeper, the agent-notice ingester and the agent RPC client.
 //!
 //! # Layout
+//! - [`aggregate`]: the `Aggregate` trait (pure `decide`/`apply`), the log
+//!   encoding of events, and the given/when/then [`aggregate::Scenario`].
+//! - [`handler`]: loads an aggregate (cache checked against its stream), runs
+//!   a command, appends with the expected version, retries on conflict.
 //! - [`auth`]: request authentication — Backend.AI's HMAC request signing.
+//! - [`domain`]: the domain aggregate.
 //!
-//! The command framework and the identity aggregates (domains, projects, users,
-//! keypairs, policies) arrive next; see the issue tracker.
+//! The other identity aggregates (projects, users, keypairs, policies, scaling
+//! groups, presets) and the HTTP endpoints come next.
+//!
+//! # Guarantees
+//! - A command's events are appended only if the aggregate's stream is still
+//!   at the version they were decided on; otherwise the command is decided
+//!   again on fresh state (a bounded number of times, then 409).
+//! - A command retried with the same idempotency key returns the first result
+//!   and appends nothing.
 
+pub mod aggregate;
 pub mod auth;
+pub mod domain;
+pub mod handler;

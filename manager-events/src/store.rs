@@ -208,6 +208,36 @@ impl EventStore {
         rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 
+    /// The stored result of an append made with this idempotency key, if any.
+    /// A command handler checks it before deciding, since a retried command
+    /// decided against the state its first attempt produced would be refused
+    /// ("already exists") instead of answered with the first result.
+    pub async fn idempotent_result(&self, key: &str) -> Result<Option<AppendResult>> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            result: String,
+        }
+        let mut conn = self.inner.pool.get().await?;
+        let row: Option<Row> = diesel::sql_query(
+            "SELECT result::text AS result FROM event_idempotency WHERE idempotency_key = $1",
+        )
+        .bind::<Text, _>(key)
+        .get_result(&mut conn)
+        .await
+        .optional()?;
+        row.map(|r| {
+            let mut result: AppendResult =
+                serde_json::from_str(&r.result).map_err(|e| EventStoreError::Corrupt {
+                    position: 0,
+                    reason: format!("stored result of idempotency key {key:?}: {e}"),
+                })?;
+            result.deduplicated = true;
+            Ok(result)
+        })
+        .transpose()
+    }
+
     /// Position of the last committed event (0 for an empty log).
     pub async fn head_position(&self) -> Result<u64> {
         let mut conn = self.inner.pool.get().await?;

@@ -1,0 +1,157 @@
+//! Aggregates: the consistency boundaries of the write side.
+//!
+//! An aggregate is pure. [`Aggregate::decide`] looks at the current state and a
+//! command and returns the events that record the command's effect, or a domain
+//! error; [`Aggregate::apply`] folds one event into the state. Neither does I/O,
+//! so every invariant is tested given/when/then without a database (see
+//! [`Scenario`]). Loading, appending and retrying live in [`crate::handler`].
+//!
+//! Events are one Rust enum per aggregate. In the log, an event's type is its
+//! variant name and its payload is the variant's content, so the log reads
+//! `DomainCreated {"name": ...}`, not a Rust-specific wrapper.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A consistency boundary: its own stream of events, its own invariants.
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+    /// The stream type in the log, e.g. `domain`.
+    const STREAM_TYPE: &'static str;
+    /// What callers ask of it.
+    type Command: Send + Sync;
+    /// What it records: an externally tagged serde enum (one variant per event type).
+    type Event: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync;
+    /// Why a command is refused.
+    type Error: std::error::Error + Clone + PartialEq + Send + Sync + 'static;
+
+    /// Folds one event into the state.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The events that carry out `command`, or why it is refused. An empty list
+    /// means "nothing to do" (the command is already satisfied).
+    fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+}
+
+/// Why an event could not be turned into (or read back from) a log entry.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The event did not serialize as a single-key object `{Variant: payload}`.
+    #[error("event does not serialize as {{\"Type\": payload}}: {0}")]
+    Shape(String),
+    /// serde failed.
+    #[error(transparent)]
+    Serde(#[from] serde_json::Error),
+}
+
+/// Splits an event into its type name and payload for the log.
+pub fn encode<E: Serialize>(event: &E) -> Result<(String, Value), CodecError> {
+    match serde_json::to_value(event)? {
+        Value::Object(map) if map.len() == 1 => {
+            let Some((event_type, payload)) = map.into_iter().next() else {
+                return Err(CodecError::Shape("empty object".into()));
+            };
+            Ok((event_type, payload))
+        }
+        Value::String(unit) => Ok((unit, Value::Null)),
+        other => Err(CodecError::Shape(other.to_string())),
+    }
+}
+
+/// Rebuilds an event from its type name and payload.
+pub fn decode<E: DeserializeOwned>(event_type: &str, payload: &Value) -> Result<E, CodecError> {
+    let value = if payload.is_null() {
+        Value::String(event_type.to_owned())
+    } else {
+        let mut map = serde_json::Map::with_capacity(1);
+        map.insert(event_type.to_owned(), payload.clone());
+        Value::Object(map)
+    };
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Given/when/then for aggregates: given these past events, when this command,
+/// then these events (or this error).
+pub struct Scenario<A: Aggregate> {
+    state: A,
+}
+
+impl<A: Aggregate> Scenario<A> {
+    /// Starts from the state the given events produce.
+    pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
+        let mut state = A::default();
+        for event in events {
+            state.apply(&event);
+        }
+        Scenario { state }
+    }
+
+    /// Decides a command against that state.
+    pub fn when(self, command: A::Command) -> Outcome<A> {
+        let result = self.state.decide(&command);
+        if let Ok(events) = &result {
+            // Every event decided must survive the log's encoding unchanged.
+            for event in events {
+                let round_trip = encode(event)
+                    .and_then(|(t, p)| decode::<A::Event>(&t, &p))
+                    .map_err(|e| e.to_string());
+                assert_eq!(
+                    round_trip.as_ref(),
+                    Ok(event),
+                    "event does not round-trip through the log"
+                );
+            }
+        }
+        Outcome { result }
+    }
+}
+
+/// The result of [`Scenario::when`].
+#[derive(Debug)]
+pub struct Outcome<A: Aggregate> {
+    result: Result<Vec<A::Event>, A::Error>,
+}
+
+impl<A: Aggregate> Outcome<A> {
+    /// Asserts the command was accepted with exactly these events.
+    #[track_caller]
+    pub fn then(self, expected: impl IntoIterator<Item = A::Event>) {
+        let expected: Vec<A::Event> = expected.into_iter().collect();
+        assert_eq!(self.result, Ok(expected));
+    }
+
+    /// Asserts the command was refused with this error.
+    #[track_caller]
+    pub fn then_error(self, expected: A::Error) {
+        assert_eq!(self.result, Err(expected));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Ev {
+        Created { name: String },
+        Touched,
+    }
+
+    #[test]
+    fn events_are_stored_as_type_and_payload() {
+        let (t, p) = encode(&Ev::Created { name: "x".into() }).unwrap();
+        assert_eq!(
+            (t.as_str(), p.clone()),
+            ("Created", serde_json::json!({"name": "x"}))
+        );
+        assert_eq!(
+            decode::<Ev>(&t, &p).unwrap(),
+            Ev::Created { name: "x".into() }
+        );
+        let (t, p) = encode(&Ev::Touched).unwrap();
+        assert_eq!((t.as_str(), &p), ("Touched", &Value::Null));
+        assert_eq!(decode::<Ev>(&t, &p).unwrap(), Ev::Touched);
+        assert!(decode::<Ev>("Unknown", &p).is_err());
+    }
+}
