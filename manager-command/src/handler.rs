@@ -21,7 +21,9 @@ use manager_events::{
     ProblemKind,
 };
 
-use crate::aggregate::{Aggregate, CodecError, decode, encode};
+use manager_events::codec::{CodecError, decode, encode};
+
+use crate::aggregate::Aggregate;
 
 /// Attempts before a command that keeps conflicting is answered with 409.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;

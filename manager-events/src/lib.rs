@@ -13,6 +13,9 @@
 //!   LISTEN/NOTIFY with polling as the fallback.
 //! - [`snapshot`]: saving and loading aggregate snapshots.
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
+//! - [`codec`]: how typed domain events become log entries and back.
+//! - [`domain`]: the vocabulary of domains (their events and fields); one
+//!   module per aggregate noun joins it as the domain grows.
 //! - [`migrations`]: the embedded schema.
 //! - [`problem`]: errors as clients see them (problem+json), shared by
 //!   the command and query sides.
@@ -39,7 +42,9 @@
 
 pub mod append;
 pub mod chain;
+pub mod codec;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod event;
 pub mod migrations;

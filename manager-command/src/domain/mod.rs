@@ -13,7 +13,4 @@ pub use aggregate::{
     Domain, DomainCommand, DomainError, DomainEvent, DomainFields, DomainPatch, MemberKind,
 };
 
-/// The stream id of a domain.
-pub fn stream_id(name: &str) -> String {
-    format!("domain:{name}")
-}
+pub use manager_events::domain::stream_id;
