@@ -48,6 +48,26 @@ impl EventStore {
     }
 }
 
+impl EventStore {
+    /// Waits until an event after `position` is known to be committed (woken
+    /// like subscriptions are), or until `timeout`. Returns at once when one
+    /// already is. For loops that read the log themselves, such as projectors.
+    pub async fn wait_for_events_after(&self, position: u64, timeout: Duration) {
+        let mut head = self.head_receiver();
+        if *head.borrow_and_update() > position {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, async {
+            while head.changed().await.is_ok() {
+                if *head.borrow_and_update() > position {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 struct Cursor {
     store: EventStore,
     position: u64,

@@ -1,9 +1,28 @@
 //! Projectors: fold the event log into read-model tables.
 //!
 //! Each projector reads the log from its checkpoint in batches and applies a
-//! batch to its tables in the same transaction that moves its checkpoint, so an
-//! event is applied exactly once even across crashes. Projectors have no side
-//! effects; a rebuild replays the log into fresh tables and swaps them in.
+//! batch to its tables **in the same transaction** that moves its checkpoint,
+//! so an event is applied exactly once even across crashes: a crash before
+//! COMMIT rolls back both the rows and the checkpoint, and the batch is applied
+//! again from the same place. Projectors have no side effects outside their
+//! tables. Several manager processes may run the same projectors: the
+//! checkpoint row is locked (`FOR UPDATE SKIP LOCKED`) for each batch, so one
+//! process applies it and the others skip.
 //!
-//! Nothing lives here yet: the projector runner arrives with the identity and
-//! tenancy work.
+//! # Layout
+//! - [`runner`]: the [`Projector`] trait and the [`ProjectionRunner`] that drives
+//!   projectors, plus their status (position and lag).
+//! - [`domains`]: the `domains` read model.
+//!
+//! Rebuilding a projector into fresh tables while the old ones keep serving
+//! comes with the next projectors; see the issue tracker.
+
+pub mod domains;
+pub mod runner;
+
+pub use runner::{ProjectionError, ProjectionRunner, Projector, ProjectorStatus};
+
+/// Every projector of the manager, in the order they are run.
+pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
+    vec![std::sync::Arc::new(domains::DomainsProjector)]
+}

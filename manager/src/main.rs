@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use manager::config::{Config, LogFormat};
 use manager::server;
 use manager_events::{EventStore, migrations};
+use manager_projections::ProjectionRunner;
 use tracing_subscriber::EnvFilter;
 
 /// The cluster manager: schedules compute sessions onto agents, built on an
@@ -33,6 +34,17 @@ enum Command {
     StartServer,
     /// Recompute the event log's hash chain; exit 1 if it was tampered with.
     VerifyLog,
+    /// Read models: where each projector is in the log.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Show each projector's position and how far it lags behind the log.
+    Status,
 }
 
 #[tokio::main]
@@ -69,12 +81,42 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
                 config.db.pool_size,
                 config.event_store.clone(),
             )?;
+            let projections = ProjectionRunner::new(
+                store.clone(),
+                manager_projections::all(),
+                config.event_store.subscription_batch,
+            );
+            let (stop_projections, stopped) = tokio::sync::watch::channel(false);
+            let projection_task = tokio::spawn(projections.run(stopped));
             let running = server::start(&config, store, metrics)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             server::shutdown_signal().await?;
             tracing::info!("shutting down");
+            let _ = stop_projections.send(true);
+            if let Err(e) = projection_task.await {
+                tracing::error!("projection task failed: {e}");
+            }
             running.stop().await?;
             tracing::info!("stopped cleanly");
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Status,
+        } => {
+            let store = EventStore::connect(&config.db.url, 2, config.event_store.clone())?;
+            let runner = ProjectionRunner::new(store, manager_projections::all(), 1);
+            println!(
+                "{:<24} {:>12} {:>12} {:>10}",
+                "PROJECTOR", "POSITION", "LOG HEAD", "LAG"
+            );
+            for s in runner.status().await? {
+                println!(
+                    "{:<24} {:>12} {:>12} {:>10}",
+                    s.name,
+                    s.position,
+                    s.head,
+                    s.lag()
+                );
+            }
         }
         Command::VerifyLog => {
             let store = EventStore::connect(&config.db.url, 1, config.event_store.clone())?;

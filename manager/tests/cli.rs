@@ -190,3 +190,36 @@ async fn verify_log_reports_an_intact_and_a_tampered_log() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("event 3 does not match"));
 }
+
+#[tokio::test]
+async fn projections_status_shows_position_and_lag() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    for i in 0..3 {
+        store
+            .append(AppendBatch::single(
+                "s-1",
+                "thing",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Made", serde_json::json!({"i": i}))],
+            ))
+            .await
+            .unwrap();
+    }
+    let out = manager(&db)
+        .args(["projections", "status"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("domains"))
+        .expect("the domains projector is listed");
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols, ["domains", "0", "3", "3"]);
+}

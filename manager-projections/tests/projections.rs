@@ -1,0 +1,279 @@
+//! Projectors against the real event store (halfstack PostgreSQL).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use manager_events::codec::encode;
+use manager_events::domain::{self, DomainEvent, DomainFields, DomainPatch};
+use manager_events::testing::TestDb;
+use manager_events::{AppendBatch, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+use manager_projections::domains::DomainsProjector;
+use manager_projections::{ProjectionError, ProjectionRunner, Projector};
+
+async fn emit(store: &EventStore, name: &str, events: &[DomainEvent]) {
+    let new = events
+        .iter()
+        .map(|e| {
+            let (t, p) = encode(e).unwrap();
+            NewEvent::new(t, p)
+        })
+        .collect();
+    store
+        .append(AppendBatch::single(
+            domain::stream_id(name),
+            domain::STREAM_TYPE,
+            ExpectedVersion::Any,
+            new,
+        ))
+        .await
+        .unwrap();
+}
+
+fn created(name: &str) -> DomainEvent {
+    DomainEvent::DomainCreated {
+        name: name.into(),
+        fields: DomainFields {
+            is_active: true,
+            description: "first".into(),
+            ..Default::default()
+        },
+    }
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct DomainRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    description: String,
+    #[diesel(sql_type = Bool)]
+    is_active: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    integration_id: Option<String>,
+    #[diesel(sql_type = Text)]
+    total_resource_slots: String,
+}
+
+async fn domains(db: &TestDb) -> Vec<DomainRow> {
+    diesel::sql_query(
+        "SELECT name, description, is_active, integration_id, total_resource_slots::text AS total_resource_slots \
+         FROM domains ORDER BY name",
+    )
+    .load(&mut db.connection().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_domains_read_model_follows_the_log() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    emit(&store, "a", &[created("a")]).await;
+    emit(&store, "b", &[created("b")]).await;
+    emit(&store, "c", &[created("c")]).await;
+    let patch = DomainPatch {
+        description: Some("second".into()),
+        integration_id: Some("ext-1".into()),
+        total_resource_slots: Some([("cpu".to_owned(), "8".to_owned())].into()),
+        ..Default::default()
+    };
+    emit(&store, "a", &[DomainEvent::DomainModified(patch)]).await;
+    emit(&store, "b", &[DomainEvent::DomainDeactivated]).await;
+    emit(&store, "c", &[DomainEvent::DomainPurged]).await;
+
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(DomainsProjector)], 2);
+    runner.catch_up().await.unwrap();
+    let rows = domains(&db).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        DomainRow {
+            name: "a".into(),
+            description: "second".into(),
+            is_active: true,
+            integration_id: Some("ext-1".into()),
+            total_resource_slots: r#"{"cpu": "8"}"#.into(),
+        }
+    );
+    assert_eq!((rows[1].name.as_str(), rows[1].is_active), ("b", false));
+    let status = runner.status().await.unwrap();
+    assert_eq!((status[0].position, status[0].lag()), (6, 0));
+
+    // Clearing the integration id with an empty string.
+    let clear = DomainPatch {
+        integration_id: Some(String::new()),
+        ..Default::default()
+    };
+    emit(&store, "a", &[DomainEvent::DomainModified(clear)]).await;
+    assert_eq!(runner.status().await.unwrap()[0].lag(), 1);
+    runner.catch_up().await.unwrap();
+    assert_eq!(domains(&db).await[0].integration_id, None);
+}
+
+/// Counts how often each event was applied, and can fail or hang after
+/// writing, to play a crash between apply and commit.
+struct Counting {
+    fail_once: AtomicBool,
+    hang: AtomicBool,
+}
+
+impl Projector for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["applied"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        async move {
+            for e in events {
+                diesel::sql_query(
+                    "INSERT INTO applied (position, times) VALUES ($1, 1) \
+                     ON CONFLICT (position) DO UPDATE SET times = applied.times + 1",
+                )
+                .bind::<BigInt, _>(e.position as i64)
+                .execute(conn)
+                .await?;
+            }
+            if AtomicBool::load(&self.hang, Ordering::SeqCst) {
+                futures::future::pending::<()>().await;
+            }
+            if self.fail_once.swap(false, Ordering::SeqCst) {
+                return Err(ProjectionError::Other(
+                    "crash after applying, before commit".into(),
+                ));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+#[derive(QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+    #[diesel(sql_type = Integer)]
+    times: i32,
+}
+
+async fn applied(db: &TestDb) -> Vec<(i64, i32)> {
+    let rows: Vec<Applied> =
+        diesel::sql_query("SELECT position, times FROM applied ORDER BY position")
+            .load(&mut db.connection().await)
+            .await
+            .unwrap();
+    rows.into_iter().map(|r| (r.position, r.times)).collect()
+}
+
+async fn counting_setup(events: u64) -> (TestDb, EventStore) {
+    let db = TestDb::new().await;
+    db.connection()
+        .await
+        .batch_execute("CREATE TABLE applied (position bigint PRIMARY KEY, times integer NOT NULL)")
+        .await
+        .unwrap();
+    let store = db.store().await;
+    for i in 0..events {
+        emit(&store, &format!("d{}", i % 7), &[created("x")]).await;
+    }
+    (db, store)
+}
+
+#[tokio::test]
+async fn a_crash_between_apply_and_commit_loses_nothing_and_repeats_nothing() {
+    let (db, store) = counting_setup(50).await;
+    let counting = Arc::new(Counting {
+        fail_once: AtomicBool::new(false),
+        hang: AtomicBool::new(false),
+    });
+    let runner = ProjectionRunner::new(store.clone(), vec![counting.clone()], 20);
+
+    runner.step(counting.as_ref()).await.unwrap(); // 1..=20 applied and committed
+    counting.fail_once.store(true, Ordering::SeqCst);
+    assert!(runner.step(counting.as_ref()).await.is_err()); // 21..=40 written, then "crash"
+    assert_eq!(
+        applied(&db).await.len(),
+        20,
+        "the failed batch left nothing behind"
+    );
+
+    // A process killed mid-batch: its transaction dies with its connection.
+    counting.hang.store(true, Ordering::SeqCst);
+    let stuck = {
+        let (runner, counting) = (runner.clone(), counting.clone());
+        tokio::spawn(async move { runner.step(counting.as_ref()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stuck.abort();
+    let _ = stuck.await;
+    counting.hang.store(false, Ordering::SeqCst);
+
+    runner.catch_up().await.unwrap();
+    let rows = applied(&db).await;
+    assert_eq!(rows.len(), 50);
+    assert!(
+        rows.iter()
+            .enumerate()
+            .all(|(i, &(p, n))| p == i as i64 + 1 && n == 1),
+        "{rows:?}"
+    );
+    assert_eq!(runner.status().await.unwrap()[0].position, 50);
+}
+
+#[tokio::test]
+async fn two_processes_running_one_projector_apply_each_event_once() {
+    let (db, store) = counting_setup(200).await;
+    let counting = Arc::new(Counting {
+        fail_once: AtomicBool::new(false),
+        hang: AtomicBool::new(false),
+    });
+    let a = ProjectionRunner::new(store.clone(), vec![counting.clone()], 7);
+    let b = ProjectionRunner::new(db.store().await, vec![counting.clone()], 5);
+    let (ra, rb) = tokio::join!(a.catch_up(), b.catch_up());
+    ra.unwrap();
+    rb.unwrap();
+    let rows = applied(&db).await;
+    assert_eq!(rows.len(), 200);
+    assert!(
+        rows.iter().all(|&(_, n)| n == 1),
+        "an event was applied twice"
+    );
+}
+
+#[tokio::test]
+async fn a_running_projector_follows_new_events() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(DomainsProjector)], 100);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.clone().run(stopped));
+    emit(&store, "live", &[created("live")]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while domains(&db).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector never applied the event"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
