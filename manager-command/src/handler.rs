@@ -1,27 +1,33 @@
-//! Running commands: load the aggregate, decide, append, retry on conflict.
+//! Running commands: load aggregates, decide, append, retry on conflict.
 //!
-//! [`CommandHandler::execute`] loads the aggregate's state — from an in-memory
-//! cache brought up to date by reading the events after the cached version, or
-//! from its whole stream — asks it to decide, and appends the decided events
-//! with the version it decided on as the expected version. If another writer
-//! got there first the append fails with a conflict; the handler reloads and
-//! decides again, a bounded number of times, then gives up with
-//! [`CommandError::Conflict`] (HTTP 409).
+//! A command may touch one aggregate ([`CommandHandler::execute`]) or several
+//! ([`CommandHandler::transact`] with a [`Workflow`]: creating a user joins its
+//! domain, claims its email and username, and creates the user — all or
+//! nothing). Either way, within one attempt:
 //!
-//! With an idempotency key, a command already carried out returns the first
-//! result without deciding again (deciding again would see the first attempt's
-//! effect and refuse, e.g. "already exists").
+//! 1. each aggregate involved is loaded — from an in-memory cache brought up to
+//!    date by reading the events after the cached version, or from its stream;
+//! 2. the aggregates decide; their events are collected;
+//! 3. everything is appended in **one** batch in which every aggregate that
+//!    was loaded — changed or only read — must still be at the version it was
+//!    loaded at. A decision is therefore never based on stale state.
+//!
+//! If another writer got there first, the attempt is thrown away and run again
+//! on fresh state (with a short jittered pause), a bounded number of times;
+//! then the command fails with 409. With an idempotency key, a command already
+//! carried out returns the first result without deciding again (deciding again
+//! would see the first attempt's effect and refuse, e.g. "already exists").
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use manager_events::{
-    AppendBatch, EventMetadata, EventStore, EventStoreError, ExpectedVersion, NewEvent, Problem,
-    ProblemKind,
-};
-
 use manager_events::codec::{CodecError, decode, encode};
+use manager_events::{
+    AppendBatch, AppendResult, EventMetadata, EventStore, EventStoreError, ExpectedVersion,
+    NewEvent, Problem, ProblemKind,
+};
 
 use crate::aggregate::Aggregate;
 
@@ -31,7 +37,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Aggregates kept in memory; past this many the cache is emptied.
 pub const DEFAULT_CACHE_ENTRIES: usize = 50_000;
 
-/// What became of a command.
+/// What became of a single-aggregate command.
 #[derive(Debug, Clone)]
 pub struct Executed<A: Aggregate> {
     /// The events appended (empty when there was nothing to do, or when this
@@ -48,16 +54,27 @@ pub struct Executed<A: Aggregate> {
     pub deduplicated: bool,
 }
 
+/// What became of a workflow.
+#[derive(Debug, Clone)]
+pub struct Transacted<T> {
+    /// The workflow's output; `None` for the replay of an idempotent retry.
+    pub output: Option<T>,
+    /// Log position of the last event appended, if any.
+    pub position: Option<u64>,
+    /// True when an earlier command with the same idempotency key did the work.
+    pub deduplicated: bool,
+}
+
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
     /// The aggregate refused it (an invariant). Answer with the domain error.
     #[error(transparent)]
     Rejected(E),
-    /// The stream kept changing under us: 409, the client may retry.
+    /// The streams kept changing under us: 409, the client may retry.
     #[error("{stream_id} changed concurrently {attempts} times in a row")]
     Conflict {
-        /// The contended stream.
+        /// A contended stream.
         stream_id: String,
         /// Attempts made.
         attempts: u32,
@@ -76,6 +93,9 @@ pub enum CommandError<E: std::error::Error> {
         /// What went wrong.
         source: CodecError,
     },
+    /// Loading the aggregate failed; the problem says how, for the client.
+    #[error("{0}")]
+    Failed(Problem),
 }
 
 impl<E: std::error::Error + Into<Problem>> From<CommandError<E>> for Problem {
@@ -85,19 +105,169 @@ impl<E: std::error::Error + Into<Problem>> From<CommandError<E>> for Problem {
             CommandError::Conflict { .. } => {
                 Problem::new(ProblemKind::Conflict).msg(err.to_string())
             }
-            CommandError::Store(EventStoreError::Invalid(invalid)) => {
-                Problem::new(ProblemKind::InvalidApiParams).msg(invalid.to_string())
-            }
-            CommandError::Store(EventStoreError::WrongExpectedVersion { .. }) => {
-                Problem::new(ProblemKind::Conflict).msg(err.to_string())
-            }
-            CommandError::Store(
-                EventStoreError::Pool(_)
-                | EventStoreError::ShuttingDown
-                | EventStoreError::CommitUncertain(_),
-            ) => Problem::new(ProblemKind::ServiceUnavailable).msg(err.to_string()),
+            CommandError::Store(e) => store_problem(e),
+            CommandError::Failed(p) => p,
             other => Problem::new(ProblemKind::InternalServerError).msg(other.to_string()),
         }
+    }
+}
+
+fn store_problem(err: EventStoreError) -> Problem {
+    match err {
+        EventStoreError::Invalid(invalid) => {
+            Problem::new(ProblemKind::InvalidApiParams).msg(invalid.to_string())
+        }
+        EventStoreError::WrongExpectedVersion { .. } => {
+            Problem::new(ProblemKind::Conflict).msg(err.to_string())
+        }
+        EventStoreError::Pool(_)
+        | EventStoreError::ShuttingDown
+        | EventStoreError::CommitUncertain(_) => {
+            Problem::new(ProblemKind::ServiceUnavailable).msg(err.to_string())
+        }
+        other => Problem::new(ProblemKind::InternalServerError).msg(other.to_string()),
+    }
+}
+
+/// A command over several aggregates, decided in one [`Tx`] and appended
+/// atomically. `run` may be called more than once (after a conflict), so it
+/// must not have side effects outside the `Tx`.
+pub trait Workflow: Send + Sync {
+    /// What a successful run returns.
+    type Output: Send;
+
+    /// Loads and decides through `tx`.
+    fn run(&self, tx: &mut Tx<'_>) -> impl Future<Output = Result<Self::Output, Problem>> + Send;
+}
+
+struct Touched {
+    stream_id: String,
+    stream_type: &'static str,
+    version: u64,
+    state: Arc<dyn Any + Send + Sync>,
+    events: Vec<NewEvent>,
+}
+
+/// One attempt at a command: the aggregates it loaded and the events it decided.
+pub struct Tx<'h> {
+    handler: &'h CommandHandler,
+    touched: Vec<Touched>,
+}
+
+/// The result of [`Tx::decide`].
+#[derive(Debug, Clone)]
+pub struct Decided<A: Aggregate> {
+    /// The aggregate's state with the new events applied.
+    pub state: A,
+    /// The new events.
+    pub events: Vec<A::Event>,
+    /// The stream's version once the attempt commits.
+    pub version: u64,
+}
+
+impl Tx<'_> {
+    /// The aggregate's state as this attempt sees it (including events decided
+    /// earlier in it). Its version is checked when the attempt commits.
+    pub async fn load<A: Aggregate>(&mut self, stream_id: &str) -> Result<A, Problem> {
+        if let Some(t) = self.touched.iter().find(|t| t.stream_id == stream_id) {
+            return t
+                .state
+                .downcast_ref::<A>()
+                .cloned()
+                .ok_or_else(|| internal(format!("{stream_id} loaded as two aggregate types")));
+        }
+        let (state, version) = self
+            .handler
+            .load::<A>(stream_id)
+            .await
+            .map_err(codec_or_store)?;
+        self.touched.push(Touched {
+            stream_id: stream_id.to_owned(),
+            stream_type: A::STREAM_TYPE,
+            version,
+            state: Arc::new(state.clone()),
+            events: Vec::new(),
+        });
+        Ok(state)
+    }
+
+    /// Decides `command` on the aggregate; its events are appended when the
+    /// attempt commits. A refusal is returned as the aggregate's problem.
+    pub async fn decide<A: Aggregate>(
+        &mut self,
+        stream_id: &str,
+        command: &A::Command,
+    ) -> Result<Decided<A>, Problem>
+    where
+        A::Error: Into<Problem>,
+    {
+        self.try_decide::<A>(stream_id, command)
+            .await?
+            .map_err(Into::into)
+    }
+
+    /// Like [`Tx::decide`], but hands the aggregate's own error back to the caller.
+    pub async fn try_decide<A: Aggregate>(
+        &mut self,
+        stream_id: &str,
+        command: &A::Command,
+    ) -> Result<Result<Decided<A>, A::Error>, Problem> {
+        let mut state = self.load::<A>(stream_id).await?;
+        let events = match state.decide(command) {
+            Ok(events) => events,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in &events {
+            state.apply(event);
+            let (event_type, payload) = encode(event).map_err(|e| internal(e.to_string()))?;
+            encoded.push(NewEvent::new(event_type, payload));
+        }
+        let touched = self
+            .touched
+            .iter_mut()
+            .find(|t| t.stream_id == stream_id)
+            .ok_or_else(|| internal("decided on an aggregate that was not loaded".into()))?;
+        touched.events.extend(encoded);
+        touched.state = Arc::new(state.clone());
+        let version = touched.version + touched.events.len() as u64;
+        Ok(Ok(Decided {
+            state,
+            events,
+            version,
+        }))
+    }
+
+    fn batch(&self, metadata: &EventMetadata) -> Option<AppendBatch> {
+        if self.touched.iter().all(|t| t.events.is_empty()) {
+            return None;
+        }
+        let mut batch = AppendBatch::new().with_metadata(metadata.clone());
+        for t in &self.touched {
+            let expected = if t.version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(t.version)
+            };
+            batch = batch.stream(
+                t.stream_id.clone(),
+                t.stream_type,
+                expected,
+                t.events.clone(),
+            );
+        }
+        Some(batch)
+    }
+}
+
+fn internal(msg: String) -> Problem {
+    Problem::new(ProblemKind::InternalServerError).msg(msg)
+}
+
+fn codec_or_store<E: std::error::Error>(err: CommandError<E>) -> Problem {
+    match err {
+        CommandError::Store(e) => store_problem(e),
+        other => internal(other.to_string()),
     }
 }
 
@@ -142,8 +312,7 @@ impl CommandHandler {
         &self,
         stream_id: &str,
     ) -> Result<(A, u64), CommandError<A::Error>> {
-        let cached = self.cached::<A>(stream_id);
-        let (mut state, mut version) = cached.unwrap_or_default();
+        let (mut state, mut version) = self.cached::<A>(stream_id).unwrap_or_default();
         let newer = self.store.read_stream(stream_id, version).await?;
         for recorded in &newer {
             let event: A::Event =
@@ -158,103 +327,146 @@ impl CommandHandler {
             version = recorded.stream_version;
         }
         if !newer.is_empty() {
-            self.remember(stream_id, &state, version);
+            self.remember(stream_id, Arc::new(state.clone()), version);
         }
         Ok((state, version))
     }
 
-    /// Decides `command` against the aggregate at `stream_id` and appends the
-    /// result, retrying on conflicts; see the module docs.
+    /// Decides `command` against one aggregate and appends the result; see the
+    /// module docs.
     pub async fn execute<A: Aggregate>(
         &self,
         stream_id: &str,
         command: A::Command,
         metadata: EventMetadata,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let single = Single::<A> { stream_id, command };
+        let done = self.attempts(&single, &metadata).await;
+        let done = match done {
+            Ok(done) => done,
+            Err(AttemptError::Rejected(e)) => return Err(CommandError::Rejected(e)),
+            Err(AttemptError::Conflict(stream_id)) => {
+                return Err(CommandError::Conflict {
+                    stream_id,
+                    attempts: self.max_attempts,
+                });
+            }
+            Err(AttemptError::Store(e)) => return Err(CommandError::Store(e)),
+            Err(AttemptError::Problem(p)) => return Err(CommandError::Failed(p)),
+        };
+        let (events, state, version) = match done.output {
+            Some(decided) => (decided.events, decided.state, decided.version),
+            None => {
+                // An idempotent replay: report the aggregate as it is now.
+                let (state, version) = self.load::<A>(stream_id).await?;
+                (Vec::new(), state, version)
+            }
+        };
+        Ok(Executed {
+            events,
+            state,
+            version,
+            position: done.position,
+            deduplicated: done.deduplicated,
+        })
+    }
+
+    /// Runs a workflow over several aggregates and appends its decisions
+    /// atomically; see the module docs. Every error is a [`Problem`] ready for
+    /// the client: the aggregates' refusals, 409 after repeated conflicts, 503
+    /// when the database is unavailable.
+    pub async fn transact<W: Workflow>(
+        &self,
+        workflow: &W,
+        metadata: EventMetadata,
+    ) -> Result<Transacted<W::Output>, Problem> {
+        let wrapped = Wrapped(workflow);
+        self.attempts(&wrapped, &metadata)
+            .await
+            .map_err(|e| match e {
+                AttemptError::Rejected(p) | AttemptError::Problem(p) => p,
+                AttemptError::Conflict(stream_id) => {
+                    Problem::new(ProblemKind::Conflict).msg(format!(
+                        "{stream_id} changed concurrently {} times in a row; retry the request",
+                        self.max_attempts
+                    ))
+                }
+                AttemptError::Store(e) => store_problem(e),
+            })
+    }
+
+    /// The retry loop shared by `execute` and `transact`.
+    async fn attempts<W: Attempt>(
+        &self,
+        work: &W,
+        metadata: &EventMetadata,
+    ) -> Result<Transacted<W::Output>, AttemptError<W::Rejection>> {
         if let Some(key) = &metadata.idempotency_key
-            && let Some(first) = self.store.idempotent_result(key).await?
+            && let Some(first) = self
+                .store
+                .idempotent_result(key)
+                .await
+                .map_err(AttemptError::Store)?
         {
-            let (state, version) = self.load::<A>(stream_id).await?;
-            return Ok(Executed {
-                events: Vec::new(),
-                state,
-                version,
+            return Ok(Transacted {
+                output: None,
                 position: Some(first.last_position),
                 deduplicated: true,
             });
         }
+        let mut contended = String::new();
         for attempt in 0..self.max_attempts {
-            let (mut state, version) = self.load::<A>(stream_id).await?;
-            let events = state.decide(&command).map_err(CommandError::Rejected)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    events,
-                    state,
-                    version,
+            let mut tx = Tx {
+                handler: self,
+                touched: Vec::new(),
+            };
+            let output = work.attempt(&mut tx).await?;
+            let Some(batch) = tx.batch(metadata) else {
+                return Ok(Transacted {
+                    output: Some(output),
                     position: None,
                     deduplicated: false,
                 });
-            }
-            let mut new_events = Vec::with_capacity(events.len());
-            for event in &events {
-                let (event_type, payload) =
-                    encode(event).map_err(|source| CommandError::Codec {
-                        stream_id: stream_id.to_owned(),
-                        position: 0,
-                        source,
-                    })?;
-                new_events.push(NewEvent::new(event_type, payload));
-            }
-            let expected = if version == 0 {
-                ExpectedVersion::NoStream
-            } else {
-                ExpectedVersion::Exact(version)
             };
-            let batch = AppendBatch::single(stream_id, A::STREAM_TYPE, expected, new_events)
-                .with_metadata(metadata.clone());
             match self.store.append(batch).await {
                 Ok(result) => {
-                    for event in &events {
-                        state.apply(event);
-                    }
-                    let version = result.streams.first().map_or(version, |s| s.version);
-                    if result.deduplicated {
-                        // A concurrent twin with the same key won the race.
-                        let (state, version) = self.load::<A>(stream_id).await?;
-                        return Ok(Executed {
-                            events: Vec::new(),
-                            state,
-                            version,
-                            position: Some(result.last_position),
-                            deduplicated: true,
-                        });
-                    }
-                    self.remember(stream_id, &state, version);
-                    return Ok(Executed {
-                        events,
-                        state,
-                        version,
+                    self.remember_all(&tx, &result);
+                    return Ok(Transacted {
+                        output: (!result.deduplicated).then_some(output),
                         position: Some(result.last_position),
-                        deduplicated: false,
+                        deduplicated: result.deduplicated,
                     });
                 }
-                Err(EventStoreError::WrongExpectedVersion { .. }) => {
-                    metrics::counter!("command_conflicts_total", "aggregate" => A::STREAM_TYPE)
+                Err(EventStoreError::WrongExpectedVersion { stream_id, .. }) => {
+                    let aggregate = tx
+                        .touched
+                        .iter()
+                        .find(|t| t.stream_id == stream_id)
+                        .map_or("", |t| t.stream_type);
+                    metrics::counter!("command_conflicts_total", "aggregate" => aggregate)
                         .increment(1);
+                    contended = stream_id;
                     // Jittered, growing pause, so that writers contending for
                     // one aggregate do not retry in lockstep.
-                    let ceiling_ms = 1u64 << attempt.min(6);
-                    let pause = rand::random_range(0..=ceiling_ms * 1000);
+                    let ceiling_us = 1000u64 << attempt.min(6);
+                    let pause = rand::random_range(0..=ceiling_us);
                     tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
-                    continue;
                 }
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(AttemptError::Store(err)),
             }
         }
-        Err(CommandError::Conflict {
-            stream_id: stream_id.to_owned(),
-            attempts: self.max_attempts,
-        })
+        Err(AttemptError::Conflict(contended))
+    }
+
+    fn remember_all(&self, tx: &Tx<'_>, result: &AppendResult) {
+        if result.deduplicated {
+            return;
+        }
+        for (t, appended) in tx.touched.iter().zip(&result.streams) {
+            if !t.events.is_empty() {
+                self.remember(&t.stream_id, t.state.clone(), appended.version);
+            }
+        }
     }
 
     fn cached<A: Aggregate>(&self, stream_id: &str) -> Option<(A, u64)> {
@@ -264,7 +476,7 @@ impl CommandHandler {
         Some((state, entry.version))
     }
 
-    fn remember<A: Aggregate>(&self, stream_id: &str, state: &A, version: u64) {
+    fn remember(&self, stream_id: &str, state: Arc<dyn Any + Send + Sync>, version: u64) {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
@@ -274,13 +486,54 @@ impl CommandHandler {
         }
         let fresher = cache.get(stream_id).is_none_or(|c| c.version < version);
         if fresher {
-            cache.insert(
-                stream_id.to_owned(),
-                Cached {
-                    state: Arc::new(state.clone()),
-                    version,
-                },
-            );
+            cache.insert(stream_id.to_owned(), Cached { state, version });
         }
+    }
+}
+
+/// Why one attempt loop ended without a result.
+enum AttemptError<R> {
+    Rejected(R),
+    Conflict(String),
+    Store(EventStoreError),
+    Problem(Problem),
+}
+
+/// The common shape of `execute`'s single decision and a `Workflow`.
+trait Attempt: Sync {
+    type Output: Send;
+    type Rejection;
+    fn attempt(
+        &self,
+        tx: &mut Tx<'_>,
+    ) -> impl Future<Output = Result<Self::Output, AttemptError<Self::Rejection>>> + Send;
+}
+
+struct Single<'a, A: Aggregate> {
+    stream_id: &'a str,
+    command: A::Command,
+}
+
+impl<A: Aggregate> Attempt for Single<'_, A> {
+    type Output = Decided<A>;
+    type Rejection = A::Error;
+
+    async fn attempt(&self, tx: &mut Tx<'_>) -> Result<Decided<A>, AttemptError<A::Error>> {
+        match tx.try_decide::<A>(self.stream_id, &self.command).await {
+            Ok(Ok(decided)) => Ok(decided),
+            Ok(Err(rejected)) => Err(AttemptError::Rejected(rejected)),
+            Err(problem) => Err(AttemptError::Problem(problem)),
+        }
+    }
+}
+
+struct Wrapped<'a, W: Workflow>(&'a W);
+
+impl<W: Workflow> Attempt for Wrapped<'_, W> {
+    type Output = W::Output;
+    type Rejection = Problem;
+
+    async fn attempt(&self, tx: &mut Tx<'_>) -> Result<W::Output, AttemptError<Problem>> {
+        self.0.run(tx).await.map_err(AttemptError::Rejected)
     }
 }
