@@ -14,8 +14,11 @@
 //!   a command, appends with the expected version, retries on conflict.
 //! - [`auth`]: request authentication — Backend.AI's HMAC request signing.
 //! - [`domain`]: the domain aggregate.
+//! - [`user`]: the user aggregate, password hashing, and the workflows that
+//!   keep a user, its domain and its unique email/username consistent.
+//! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //!
-//! The other identity aggregates (projects, users, keypairs, policies, scaling
+//! The other identity aggregates (projects, keypairs, policies, scaling
 //! groups, presets) and the HTTP endpoints come next.
 //!
 //! # Guarantees
@@ -29,3 +32,5 @@ pub mod aggregate;
 pub mod auth;
 pub mod domain;
 pub mod handler;
+pub mod reservation;
+pub mod user;

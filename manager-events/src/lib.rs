@@ -14,8 +14,8 @@
 //! - [`snapshot`]: saving and loading aggregate snapshots.
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`codec`]: how typed domain events become log entries and back.
-//! - [`domain`]: the vocabulary of domains (their events and fields); one
-//!   module per aggregate noun joins it as the domain grows.
+//! - [`domain`], [`user`], [`reservation`]: the vocabulary of each aggregate
+//!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`migrations`]: the embedded schema.
 //! - [`problem`]: errors as clients see them (problem+json), shared by
 //!   the command and query sides.
@@ -49,11 +49,13 @@ pub mod error;
 pub mod event;
 pub mod migrations;
 pub mod problem;
+pub mod reservation;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod user;
 mod writer;
 
 pub use append::{
