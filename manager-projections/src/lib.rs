@@ -13,16 +13,21 @@
 //! - [`runner`]: the [`Projector`] trait and the [`ProjectionRunner`] that drives
 //!   projectors, plus their status (position and lag).
 //! - [`domains`]: the `domains` read model.
+//! - [`users`]: the `users` read model.
 //!
 //! Rebuilding a projector into fresh tables while the old ones keep serving
 //! comes with the next projectors; see the issue tracker.
 
 pub mod domains;
 pub mod runner;
+pub mod users;
 
 pub use runner::{ProjectionError, ProjectionRunner, Projector, ProjectorStatus};
 
 /// Every projector of the manager, in the order they are run.
 pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
-    vec![std::sync::Arc::new(domains::DomainsProjector)]
+    vec![
+        std::sync::Arc::new(domains::DomainsProjector),
+        std::sync::Arc::new(users::UsersProjector),
+    ]
 }

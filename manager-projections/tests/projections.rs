@@ -277,3 +277,97 @@ async fn a_running_projector_follows_new_events() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_users_read_model_follows_the_log() {
+    use manager_events::user::{self, UserEvent, UserFields, UserPatch, UserRole, UserStatus};
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let id = uuid::Uuid::new_v4();
+    let fields = UserFields {
+        username: "alice".into(),
+        email: "alice@example.com".into(),
+        full_name: "Alice".into(),
+        description: String::new(),
+        need_password_change: true,
+        status: UserStatus::Active,
+        role: UserRole::User,
+        domain_name: "default".into(),
+        resource_policy: "default".into(),
+        allowed_client_ip: Some(vec!["10.0.0.0/8".into()]),
+        totp_activated: false,
+        sudo_session_enabled: false,
+    };
+    let events = [
+        UserEvent::UserCreated {
+            uuid: id,
+            fields,
+            password_hash: "$argon2id$h1".into(),
+        },
+        UserEvent::UserModified(UserPatch {
+            role: Some(UserRole::Admin),
+            allowed_client_ip: Some(vec![]),
+            ..Default::default()
+        }),
+        UserEvent::UserPasswordChanged {
+            password_hash: "$argon2id$h2".into(),
+        },
+        UserEvent::UserDeleted,
+    ];
+    let new = events
+        .iter()
+        .map(|e| {
+            let (t, p) = encode(e).unwrap();
+            NewEvent::new(t, p)
+        })
+        .collect();
+    store
+        .append(AppendBatch::single(
+            user::stream_id(&id),
+            user::STREAM_TYPE,
+            ExpectedVersion::NoStream,
+            new,
+        ))
+        .await
+        .unwrap();
+    let runner = ProjectionRunner::new(store.clone(), manager_projections::all(), 100);
+    runner.catch_up().await.unwrap();
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        email: String,
+        #[diesel(sql_type = Text)]
+        role: String,
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = Text)]
+        password_hash: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        ips: Option<String>,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT email, role, status, password_hash, allowed_client_ip::text AS ips FROM users",
+    )
+    .load(&mut db.connection().await)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (
+            r.email.as_str(),
+            r.role.as_str(),
+            r.status.as_str(),
+            r.password_hash.as_str(),
+            r.ips.as_deref()
+        ),
+        (
+            "alice@example.com",
+            "admin",
+            "deleted",
+            "$argon2id$h2",
+            None
+        )
+    );
+}
