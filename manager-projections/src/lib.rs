@@ -14,11 +14,11 @@
 //!   projectors, plus their status (position and lag).
 //! - [`domains`]: the `domains` read model.
 //! - [`users`]: the `users` read model.
-//!
-//! Rebuilding a projector into fresh tables while the old ones keep serving
-//! comes with the next projectors; see the issue tracker.
+//! - [`rebuild`]: replaying a projector into fresh tables while the old ones
+//!   keep serving, then swapping them in atomically.
 
 pub mod domains;
+pub mod rebuild;
 pub mod runner;
 pub mod users;
 

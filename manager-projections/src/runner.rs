@@ -85,6 +85,16 @@ pub struct ProjectionRunner {
 }
 
 impl ProjectionRunner {
+    /// The event store it reads.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The projectors it runs.
+    pub fn projectors(&self) -> &[Arc<dyn Projector>] {
+        &self.projectors
+    }
+
     /// A runner for these projectors, reading `batch` events per transaction.
     pub fn new(store: EventStore, projectors: Vec<Arc<dyn Projector>>, batch: usize) -> Self {
         ProjectionRunner {
@@ -123,7 +133,7 @@ impl ProjectionRunner {
         }
     }
 
-    async fn step_in(
+    pub(crate) async fn step_in(
         &self,
         conn: &mut AsyncPgConnection,
         projector: &dyn Projector,

@@ -45,6 +45,12 @@ enum Command {
 enum ProjectionsCommand {
     /// Show each projector's position and how far it lags behind the log.
     Status,
+    /// Replay one projector from the start of the log into fresh tables, then
+    /// swap them in atomically; the old tables serve queries until then.
+    Rebuild {
+        /// The projector's name (see `projections status`).
+        name: String,
+    },
 }
 
 #[tokio::main]
@@ -117,6 +123,43 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
                     s.lag()
                 );
             }
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => {
+            let store = EventStore::connect(&config.db.url, 2, config.event_store.clone())?;
+            let runner = ProjectionRunner::new(
+                store.clone(),
+                manager_projections::all(),
+                config.event_store.subscription_batch,
+            );
+            let Some(projector) = runner
+                .projectors()
+                .iter()
+                .find(|p| p.name() == name)
+                .cloned()
+            else {
+                let names: Vec<&str> = runner.projectors().iter().map(|p| p.name()).collect();
+                eprintln!(
+                    "manager: no projector named {name:?}; there are: {}",
+                    names.join(", ")
+                );
+                return Ok(std::process::ExitCode::from(2));
+            };
+            let head = store.head_position().await?;
+            let started = Instant::now();
+            let report = runner
+                .rebuild(projector.as_ref(), |position| {
+                    eprint!("\rreplayed up to {position} of {head}");
+                })
+                .await?;
+            eprintln!();
+            println!(
+                "{name}: rebuilt from {} events up to position {} in {:.1}s and swapped in",
+                report.events,
+                report.position,
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::VerifyLog => {
             let store = EventStore::connect(&config.db.url, 1, config.event_store.clone())?;

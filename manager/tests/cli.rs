@@ -223,3 +223,24 @@ async fn projections_status_shows_position_and_lag() {
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols, ["domains", "0", "3", "3"]);
 }
+
+#[tokio::test]
+async fn projections_rebuild_replays_and_unknown_names_are_refused() {
+    let db = TestDb::new().await;
+    let out = manager(&db)
+        .args(["projections", "rebuild", "domains"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("domains: rebuilt from 0 events"));
+    let out = manager(&db)
+        .args(["projections", "rebuild", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there are: domains, users"));
+}
