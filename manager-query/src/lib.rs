@@ -6,5 +6,10 @@
 //! bounded time, until the projections reach the log position of the caller's
 //! last command.
 //!
-//! Nothing lives here yet: the query framework arrives with the identity and
-//! tenancy work.
+//! # Layout
+//! - [`minilang`]: the reference's `filter` and `order` mini-languages, parsed
+//!   and turned into SQL whose values are all bound parameters.
+//!
+//! The GraphQL schema and the REST reads come next.
+
+pub mod minilang;
