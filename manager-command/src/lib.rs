@@ -16,9 +16,11 @@
 //! - [`domain`]: the domain aggregate.
 //! - [`user`]: the user aggregate, password hashing, and the workflows that
 //!   keep a user, its domain and its unique email/username consistent.
+//! - [`keypair`]: the keypair aggregate, key generation and sealing, and the
+//!   workflows that keep a keypair and its owner consistent.
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //!
-//! The other identity aggregates (projects, keypairs, policies, scaling
+//! The other identity aggregates (projects, policies, scaling
 //! groups, presets) and the HTTP endpoints come next.
 //!
 //! # Guarantees
@@ -32,5 +34,6 @@ pub mod aggregate;
 pub mod auth;
 pub mod domain;
 pub mod handler;
+pub mod keypair;
 pub mod reservation;
 pub mod user;

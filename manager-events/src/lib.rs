@@ -14,9 +14,10 @@
 //! - [`snapshot`]: saving and loading aggregate snapshots.
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`codec`]: how typed domain events become log entries and back.
-//! - [`domain`], [`user`], [`reservation`]: the vocabulary of each aggregate
+//! - [`domain`], [`user`], [`keypair`], [`reservation`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`migrations`]: the embedded schema.
+//! - [`secrets`]: envelope encryption of keypair secret keys.
 //! - [`problem`]: errors as clients see them (problem+json), shared by
 //!   the command and query sides.
 //! - `testing` (feature `testing`): isolated test databases.
@@ -47,9 +48,11 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod event;
+pub mod keypair;
 pub mod migrations;
 pub mod problem;
 pub mod reservation;
+pub mod secrets;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;

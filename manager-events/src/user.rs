@@ -157,6 +157,12 @@ pub enum UserEvent {
         /// Argon2 PHC string of the new password.
         password_hash: String,
     },
+    /// The keypair whose resource policy sets the user's compute quota (the
+    /// reference's `main_access_key`) changed; `None` when it was deleted.
+    UserMainAccessKeySet {
+        /// The access key.
+        access_key: Option<String>,
+    },
     /// Marked deleted (the reference's `delete_user`).
     UserDeleted,
     /// Removed for good (the reference's `purge_user`).

@@ -14,10 +14,12 @@
 //!   projectors, plus their status (position and lag).
 //! - [`domains`]: the `domains` read model.
 //! - [`users`]: the `users` read model.
+//! - [`keypairs`]: the `keypairs` read model (secrets stay sealed).
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
 pub mod domains;
+pub mod keypairs;
 pub mod rebuild;
 pub mod runner;
 pub mod users;
@@ -29,5 +31,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
     vec![
         std::sync::Arc::new(domains::DomainsProjector),
         std::sync::Arc::new(users::UsersProjector),
+        std::sync::Arc::new(keypairs::KeypairsProjector),
     ]
 }

@@ -104,6 +104,15 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 .execute(conn)
                 .await?;
         }
+        UserEvent::UserMainAccessKeySet { access_key } => {
+            diesel::sql_query("UPDATE users SET main_access_key = $2, modified_at = $3, position = $4 WHERE uuid = $1")
+                .bind::<SqlUuid, _>(id)
+                .bind::<Nullable<Text>, _>(access_key)
+                .bind::<Timestamptz, _>(e.recorded_at)
+                .bind::<BigInt, _>(position)
+                .execute(conn)
+                .await?;
+        }
         UserEvent::UserDeleted => {
             diesel::sql_query("UPDATE users SET status = 'deleted', modified_at = $2, position = $3 WHERE uuid = $1")
                 .bind::<SqlUuid, _>(id)

@@ -25,6 +25,8 @@ pub enum UserCommand {
         /// Argon2 hash of the new password.
         password_hash: String,
     },
+    /// Sets (or clears) the main access key.
+    SetMainAccessKey(Option<String>),
     /// Soft delete.
     Delete,
     /// Hard delete.
@@ -72,6 +74,8 @@ pub struct User {
     pub password_hash: String,
     /// Purged for good.
     pub purged: bool,
+    /// The main access key.
+    pub main_access_key: Option<String>,
 }
 
 impl User {
@@ -203,6 +207,9 @@ impl Aggregate for User {
             UserEvent::UserPasswordChanged { password_hash } => {
                 self.password_hash = password_hash.clone()
             }
+            UserEvent::UserMainAccessKeySet { access_key } => {
+                self.main_access_key = access_key.clone()
+            }
             UserEvent::UserDeleted => {
                 if let Some(f) = self.fields.as_mut() {
                     f.status = UserStatus::Deleted;
@@ -253,6 +260,15 @@ impl Aggregate for User {
                 }
                 Ok(vec![UserEvent::UserPasswordChanged {
                     password_hash: password_hash.clone(),
+                }])
+            }
+            UserCommand::SetMainAccessKey(access_key) => {
+                self.live().ok_or(UserError::NotFound)?;
+                if self.main_access_key == *access_key {
+                    return Ok(vec![]);
+                }
+                Ok(vec![UserEvent::UserMainAccessKeySet {
+                    access_key: access_key.clone(),
                 }])
             }
             UserCommand::Delete => {

@@ -1,0 +1,232 @@
+//! Keypairs end to end: a keypair belongs to an active user, its secret is
+//! sealed in the log and can be shredded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
+use manager_command::handler::CommandHandler;
+use manager_command::keypair::{
+    CreateKeypair, DeleteKeypair, NewKeypair, generate_access_key, generate_secret_key,
+};
+use manager_command::user::{
+    CreateUser, User, UserCommand, UserFields, UserPatch, UserRole, UserStatus,
+};
+use manager_events::secrets::{
+    ClusterKey, DEVELOPMENT_CLUSTER_KEY, KeyStore, KeyStoreError, SecretError,
+};
+use manager_events::testing::TestDb;
+use manager_events::{EventMetadata, ProblemKind};
+use manager_projections::ProjectionRunner;
+use uuid::Uuid;
+
+async fn setup() -> (TestDb, CommandHandler, KeyStore, Uuid) {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let handler = CommandHandler::new(store.clone());
+    let keys = KeyStore::new(
+        store.pool().clone(),
+        ClusterKey::from_base64(DEVELOPMENT_CLUSTER_KEY).unwrap(),
+    );
+    handler
+        .execute::<Domain>(
+            &domain::stream_id("default"),
+            DomainCommand::Create {
+                name: "default".into(),
+                fields: DomainFields {
+                    is_active: true,
+                    ..Default::default()
+                },
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let uuid = Uuid::new_v4();
+    let fields = UserFields {
+        username: "alice".into(),
+        email: "alice@example.com".into(),
+        full_name: String::new(),
+        description: String::new(),
+        need_password_change: false,
+        status: UserStatus::Active,
+        role: UserRole::User,
+        domain_name: "default".into(),
+        resource_policy: "default".into(),
+        allowed_client_ip: None,
+        totp_activated: false,
+        sudo_session_enabled: false,
+    };
+    handler
+        .transact(
+            &CreateUser {
+                uuid,
+                fields,
+                password_hash: "$argon2id$x".into(),
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    (db, handler, keys, uuid)
+}
+
+fn new(ak: &str, user: Uuid) -> NewKeypair {
+    NewKeypair {
+        access_key: ak.into(),
+        user_uuid: user,
+        is_active: true,
+        is_admin: false,
+        resource_policy: "default".into(),
+        rate_limit: 1000,
+    }
+}
+
+#[tokio::test]
+async fn a_keypair_is_sealed_in_the_log_readable_with_the_keys_and_shreddable() {
+    let (db, handler, keys, uuid) = setup().await;
+    let (ak, sk) = (generate_access_key(), generate_secret_key());
+    let create = CreateKeypair::prepare(&keys, new(&ak, uuid), &sk)
+        .await
+        .unwrap();
+    handler
+        .transact(&create, EventMetadata::default())
+        .await
+        .unwrap();
+
+    // The first keypair is the user's main access key.
+    let (user, _) = handler
+        .load::<User>(&manager_command::user::stream_id(&uuid))
+        .await
+        .unwrap();
+    assert_eq!(user.main_access_key.as_deref(), Some(ak.as_str()));
+    // The secret is nowhere in the log in clear text.
+    let log = handler.store().read_all(0, 1000).await.unwrap();
+    assert!(!log.iter().any(|e| e.payload.to_string().contains(&sk)));
+
+    // The read model keeps it sealed; the key store opens it.
+    let runner = ProjectionRunner::new(handler.store().clone(), manager_projections::all(), 100);
+    runner.catch_up().await.unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        sealed_secret_key: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        user_email: String,
+    }
+    let row: Row = {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query(
+            "SELECT sealed_secret_key, user_email FROM keypairs WHERE access_key = $1",
+        )
+        .bind::<diesel::sql_types::Text, _>(&ak)
+        .get_result(&mut db.connection().await)
+        .await
+        .unwrap()
+    };
+    assert_eq!(row.user_email, "alice@example.com");
+    assert_eq!(
+        keys.open_secret(&ak, &row.sealed_secret_key).await.unwrap(),
+        sk
+    );
+    // Another cluster key cannot open it.
+    let stranger = KeyStore::new(
+        handler.store().pool().clone(),
+        ClusterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap(),
+    );
+    assert!(
+        stranger
+            .open_secret(&ak, &row.sealed_secret_key)
+            .await
+            .is_err()
+    );
+
+    // Deleting it clears the main key; shredding its data key makes the
+    // sealed secret, still in the immutable log, unreadable.
+    handler
+        .transact(
+            &DeleteKeypair {
+                access_key: ak.clone(),
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    assert!(keys.shred(&ak).await.unwrap());
+    let err = keys
+        .open_secret(&ak, &row.sealed_secret_key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, KeyStoreError::Secret(SecretError::Shredded)),
+        "{err:?}"
+    );
+    let (user, _) = handler
+        .load::<User>(&manager_command::user::stream_id(&uuid))
+        .await
+        .unwrap();
+    assert_eq!(user.main_access_key, None);
+}
+
+#[tokio::test]
+async fn keypairs_need_an_active_user_and_a_fresh_access_key() {
+    let (_db, handler, keys, uuid) = setup().await;
+    let create = CreateKeypair::prepare(&keys, new("AKIAFIXED", uuid), "secret")
+        .await
+        .unwrap();
+    handler
+        .transact(&create, EventMetadata::default())
+        .await
+        .unwrap();
+    // The same access key again, even with a new secret.
+    let again = CreateKeypair::prepare(&keys, new("AKIAFIXED", uuid), "other")
+        .await
+        .unwrap();
+    let p = handler
+        .transact(&again, EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(
+        p.msg.as_deref().unwrap_or("").contains("already exists"),
+        "{p}"
+    );
+    // A retry of the same creation seals with the same data key, so it opens.
+    // An unknown user, and an inactive one.
+    let nobody = CreateKeypair::prepare(&keys, new("AKIANOBODY", Uuid::new_v4()), "s")
+        .await
+        .unwrap();
+    assert_eq!(
+        handler
+            .transact(&nobody, EventMetadata::default())
+            .await
+            .unwrap_err()
+            .kind,
+        ProblemKind::ObjectNotFound("user")
+    );
+    handler
+        .execute::<User>(
+            &manager_command::user::stream_id(&uuid),
+            UserCommand::Modify(UserPatch {
+                status: Some(UserStatus::Inactive),
+                ..Default::default()
+            }),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let inactive = CreateKeypair::prepare(&keys, new("AKIAINACTIVE", uuid), "s")
+        .await
+        .unwrap();
+    let p = handler
+        .transact(&inactive, EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(
+        p.msg.as_deref().unwrap_or("").contains("active users"),
+        "{p}"
+    );
+    assert!(
+        CreateKeypair::prepare(&keys, new("AKIA-BAD", uuid), "s")
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,2 @@
+DROP TABLE keypairs;
+DROP TABLE keypair_data_keys;
