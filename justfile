@@ -8,10 +8,12 @@ halfstack := justfile_directory() / "halfstack/halfstack"
 default:
     @just --list
 
-# Bring up the halfstack, migrate, and run the manager in the foreground.
+# Bring up the halfstack, migrate, load the default fixture (admin and user
+# keypairs), and run the manager in the foreground.
 run: halfstack-up
     cargo build -p manager
     cargo run -q -p manager -- migrate
+    cargo run -q -p manager -- fixture populate fixtures/default.json
     cargo run -q -p manager -- start-server
 
 # Run the whole test suite against a fresh-enough halfstack (fast, non-durable mode).

@@ -5,6 +5,7 @@
 //! scheduler's memory, Redis keys, metrics) is derived from it.
 //!
 //! # Layout
+//! - [`auth`]: the authenticated caller ([`auth::AuthContext`]).
 //! - [`append`]: batches, streams, expected versions, events and metadata, and
 //!   the limits a batch must respect.
 //! - [`store`]: the [`EventStore`] handle — append, read a stream, read all.
@@ -42,6 +43,7 @@
 //! See `docs/decisions/001-event-log.md` for why it is built this way.
 
 pub mod append;
+pub mod auth;
 pub mod chain;
 pub mod codec;
 pub mod config;

@@ -9,7 +9,9 @@
 //! # Layout
 //! - [`minilang`]: the reference's `filter` and `order` mini-languages, parsed
 //!   and turned into SQL whose values are all bound parameters.
+//! - [`rest`]: REST reads (`GET /auth/role`).
 //!
-//! The GraphQL schema and the REST reads come next.
+//! The GraphQL schema comes next.
 
 pub mod minilang;
+pub mod rest;

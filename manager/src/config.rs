@@ -27,6 +27,46 @@ pub struct Config {
     pub event_store: EventStoreConfig,
     /// `[logging]`: log level and format.
     pub logging: LoggingConfig,
+    /// `[redis]`: the Redis used for rate limiting.
+    pub redis: RedisConfig,
+    /// `[secrets]`: the cluster key that protects keypair secrets.
+    pub secrets: SecretsConfig,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URL. Default `redis://127.0.0.1:8111` (the halfstack).
+    /// Env `MANAGER_REDIS__URL`.
+    pub url: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:8111".to_owned(),
+        }
+    }
+}
+
+/// `[secrets]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32 random bytes, base64 (`openssl rand -base64 32`), that wrap every
+    /// keypair's data key (docs/decisions/002-secrets.md). Default: a built-in
+    /// development key, which `start-server` warns about. Keep the real one
+    /// out of the database and its backups. Env `MANAGER_SECRETS__CLUSTER_KEY`.
+    pub cluster_key: String,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            cluster_key: manager_events::secrets::DEVELOPMENT_CLUSTER_KEY.to_owned(),
+        }
+    }
 }
 
 /// `[db]`
@@ -62,6 +102,9 @@ pub struct ApiConfig {
     /// Seconds to let in-flight requests finish on SIGINT/SIGTERM. Default 10.
     /// Env `MANAGER_API__SHUTDOWN_TIMEOUT_SECS`.
     pub shutdown_timeout_secs: u64,
+    /// Announcement shown by clients (`GET /manager/announcement`); empty for
+    /// none. Env `MANAGER_API__ANNOUNCEMENT`.
+    pub announcement: String,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +113,7 @@ impl Default for ApiConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 8091)),
             workers: 0,
             shutdown_timeout_secs: 10,
+            announcement: String::new(),
         }
     }
 }

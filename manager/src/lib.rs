@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`config`]: the TOML configuration with environment overrides.
 //! - [`server`]: the HTTP listeners and their graceful shutdown.
+//! - [`fixture`]: loading fixture files through commands.
 
 pub mod config;
+pub mod fixture;
 pub mod server;
 
 /// The API version this manager speaks (Backend.AI manager 23.09 line), as

@@ -7,6 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use manager::config::{Config, LogFormat};
 use manager::server;
+use manager_command::auth::middleware::Authenticator;
+use manager_command::auth::rate_limit::RateLimiter;
+use manager_events::secrets::{ClusterKey, KeyStore};
 use manager_events::{EventStore, migrations};
 use manager_projections::ProjectionRunner;
 use tracing_subscriber::EnvFilter;
@@ -34,10 +37,26 @@ enum Command {
     StartServer,
     /// Recompute the event log's hash chain; exit 1 if it was tampered with.
     VerifyLog,
+    /// Load fixtures (domains, users, keypairs) through commands.
+    Fixture {
+        #[command(subcommand)]
+        command: FixtureCommand,
+    },
     /// Read models: where each projector is in the log.
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FixtureCommand {
+    /// Create what FILE (JSON) describes, skipping what already exists, so it
+    /// can run on every start. Everything goes through commands: it is all in
+    /// the event log like any other change.
+    Populate {
+        /// The fixture file, e.g. fixtures/default.json.
+        file: PathBuf,
     },
 }
 
@@ -94,7 +113,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             );
             let (stop_projections, stopped) = tokio::sync::watch::channel(false);
             let projection_task = tokio::spawn(projections.run(stopped));
-            let running = server::start(&config, store, metrics)?;
+            let authenticator = authenticator(&config, &store).await?;
+            let running = server::start(&config, store, metrics, authenticator)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             server::shutdown_signal().await?;
             tracing::info!("shutting down");
@@ -104,6 +124,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             }
             running.stop().await?;
             tracing::info!("stopped cleanly");
+        }
+        Command::Fixture {
+            command: FixtureCommand::Populate { file },
+        } => {
+            migrate(&config).await?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let fixture: manager::fixture::Fixture = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            let store = EventStore::connect(&config.db.url, 4, config.event_store.clone())?;
+            let cluster = ClusterKey::from_base64(&config.secrets.cluster_key)
+                .context("secrets.cluster_key")?;
+            let keys = KeyStore::new(store.pool().clone(), cluster);
+            let report = manager::fixture::populate(&store, &keys, &fixture).await?;
+            store.shutdown().await;
+            println!("{report}");
         }
         Command::Projections {
             command: ProjectionsCommand::Status,
@@ -187,6 +223,27 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The request authenticator: keypair secrets opened with the cluster key,
+/// rate limits counted in Redis.
+async fn authenticator(config: &Config, store: &EventStore) -> anyhow::Result<Authenticator> {
+    let cluster =
+        ClusterKey::from_base64(&config.secrets.cluster_key).context("secrets.cluster_key")?;
+    if cluster.is_development() {
+        tracing::warn!(
+            "secrets.cluster_key is the built-in DEVELOPMENT key: anyone with this source code can open \
+             keypair secrets stored by this cluster. Set MANAGER_SECRETS__CLUSTER_KEY (openssl rand -base64 32)."
+        );
+    }
+    let limiter = RateLimiter::connect(&config.redis.url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
+    Ok(Authenticator::new(
+        store.pool().clone(),
+        KeyStore::new(store.pool().clone(), cluster),
+        Some(limiter),
+    ))
 }
 
 /// Applies pending migrations, waiting for the database to come up first.

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
+use manager_command::auth::middleware::{Authenticator, authenticate};
 use manager_events::{EventStore, Problem, ProblemKind};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -96,11 +98,19 @@ async fn render_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
         .body(handle.render())
 }
 
+/// `GET /manager/announcement` (unsigned): clients require the `enabled` key.
+async fn announcement(text: web::Data<Announcement>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "enabled": !text.0.is_empty(), "message": text.0 }))
+}
+
+struct Announcement(String);
+
 /// Starts both listeners over an already opened event store.
 pub fn start(
     config: &Config,
     store: EventStore,
     metrics: PrometheusHandle,
+    authenticator: Authenticator,
 ) -> anyhow::Result<Running> {
     let workers = if config.api.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -108,9 +118,16 @@ pub fn start(
         config.api.workers
     };
     let grace = config.api.shutdown_timeout_secs;
-    let api = HttpServer::new(|| {
+    let authenticator = web::Data::new(authenticator);
+    let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));
+    let api = HttpServer::new(move || {
         App::new()
+            .app_data(authenticator.clone())
+            .app_data(announcement_text.clone())
+            .wrap(from_fn(authenticate))
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
+            .route("/manager/announcement", web::get().to(announcement))
+            .configure(manager_query::rest::configure)
             .service(
                 web::resource(["", "/"])
                     .route(web::get().to(version))

@@ -1,0 +1,227 @@
+//! The authentication middleware: establishes the [`AuthContext`] of every
+//! signed request, enforces the rate limit, and adds the `X-RateLimit-*`
+//! headers to the answer.
+//!
+//! Unsigned requests pass through unauthenticated (handlers that need a caller
+//! take an `AuthContext` and answer 400 for a missing/skewed date, else 401). The public paths — the
+//! version probe, the announcement, the config probes — skip it entirely, as
+//! the reference does, even when the client signs them.
+
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError, web};
+use chrono::Utc;
+use diesel::sql_types::{BigInt, Bool, Text, Uuid as SqlUuid};
+use diesel::{OptionalExtension, QueryableByName};
+use diesel_async::RunQueryDsl;
+use manager_events::auth::{AuthContext, UnsignedRequest};
+use manager_events::secrets::KeyStore;
+use manager_events::user::{UserRole, UserStatus};
+use manager_events::{PgPool, Problem, ProblemKind};
+
+use super::rate_limit::{RateDecision, RateLimiter};
+use super::signature::{self, RequestParts};
+
+/// Paths that never require (nor check) a signature.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "",
+    "/",
+    "/manager/announcement",
+    "/config/resource-slots",
+    "/config/vfolder-types",
+];
+
+/// Everything authentication needs.
+pub struct Authenticator {
+    pool: PgPool,
+    keys: KeyStore,
+    limiter: Option<RateLimiter>,
+}
+
+#[derive(QueryableByName)]
+struct Caller {
+    #[diesel(sql_type = Text)]
+    sealed_secret_key: String,
+    #[diesel(sql_type = Bool)]
+    is_active: bool,
+    #[diesel(sql_type = Bool)]
+    is_admin: bool,
+    #[diesel(sql_type = BigInt)]
+    rate_limit: i64,
+    #[diesel(sql_type = SqlUuid)]
+    user_uuid: uuid::Uuid,
+    #[diesel(sql_type = Text)]
+    email: String,
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Text)]
+    domain_name: String,
+}
+
+fn auth_failed(msg: &str) -> Problem {
+    Problem::new(ProblemKind::AuthFailed).msg(msg)
+}
+
+impl Authenticator {
+    /// An authenticator reading the `keypairs` and `users` read models, opening
+    /// secrets with `keys`, and rate limiting with `limiter` (none: unlimited).
+    pub fn new(pool: PgPool, keys: KeyStore, limiter: Option<RateLimiter>) -> Self {
+        Authenticator {
+            pool,
+            keys,
+            limiter,
+        }
+    }
+
+    /// Authenticates one request: `Ok(None)` when it is unsigned.
+    pub async fn authenticate(
+        &self,
+        parts: &RequestParts<'_>,
+    ) -> Result<Option<(AuthContext, Option<RateDecision>)>, Problem> {
+        let Some(credential) = signature::parse(parts, Utc::now())? else {
+            return Ok(None);
+        };
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
+        let caller: Option<Caller> = diesel::sql_query(
+            "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
+             u.email, u.role, u.status, u.domain_name \
+             FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",
+        )
+        .bind::<Text, _>(&credential.access_key)
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
+        drop(conn);
+        let caller = caller
+            .filter(|c| c.is_active)
+            .ok_or_else(|| auth_failed("Access key not found"))?;
+        let secret = self
+            .keys
+            .open_secret(&credential.access_key, &caller.sealed_secret_key)
+            .await
+            .map_err(|_| auth_failed("Access key not found"))?;
+        signature::verify(parts, &credential, &secret)?;
+        if UserStatus::parse(&caller.status) != Some(UserStatus::Active) {
+            return Err(auth_failed("The user is not active"));
+        }
+        let role = UserRole::parse(&caller.role)
+            .ok_or_else(|| auth_failed("The user has an unknown role"))?;
+        let rate = match &self.limiter {
+            Some(limiter) => Some(
+                limiter
+                    .check(
+                        &credential.access_key,
+                        u64::try_from(caller.rate_limit).unwrap_or(0),
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        let ctx = AuthContext {
+            access_key: credential.access_key,
+            is_admin: caller.is_admin,
+            user_uuid: caller.user_uuid,
+            email: caller.email,
+            role,
+            domain_name: caller.domain_name,
+        };
+        Ok(Some((ctx, rate)))
+    }
+}
+
+fn header<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn add_rate_headers(res: &mut ServiceResponse<BoxBody>, rate: &RateDecision) {
+    for (name, value) in rate.headers() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            res.headers_mut().insert(n, v);
+        }
+    }
+}
+
+/// The middleware; wrap an app with `actix_web::middleware::from_fn(authenticate)`
+/// and give it `web::Data<Authenticator>`.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .map(|d| Arc::clone(&d.clone().into_inner()));
+    let Some(auth) = auth.filter(|_| !PUBLIC_PATHS.contains(&req.path())) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let owned = |name: &str| header(&req, name).map(str::to_owned);
+    let method = req.method().as_str().to_owned();
+    let rel_url = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+    let host = owned("host").unwrap_or_default();
+    let date = owned("date")
+        .or_else(|| owned("x-backendai-date"))
+        .or_else(|| owned("x-sorna-date"));
+    let authorization = owned("authorization");
+    let content_type = owned("content-type");
+    let api_version = owned("x-backendai-version");
+    let legacy_api_version = owned("x-sorna-version");
+    let parts = RequestParts {
+        method: &method,
+        rel_url: &rel_url,
+        host: &host,
+        date: date.as_deref(),
+        authorization: authorization.as_deref(),
+        content_type: content_type.as_deref(),
+        api_version: api_version.as_deref(),
+        legacy_api_version: legacy_api_version.as_deref(),
+    };
+    if parts.authorization.is_none() {
+        // Unsigned: whether that is acceptable is the handler's business (and
+        // an unknown path is a 404 before it is anything else).
+        let date_ok = signature::parse(&parts, Utc::now()).is_ok();
+        req.extensions_mut().insert(UnsignedRequest { date_ok });
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    match auth.authenticate(&parts).await {
+        Err(problem) => Ok(req.into_response(problem.error_response())),
+        Ok(None) => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+        Ok(Some((ctx, rate))) => {
+            if let Some(rate) = rate.filter(|r| !r.allowed) {
+                let mut res = req.into_response(rate.problem().error_response());
+                add_rate_headers(&mut res, &rate);
+                return Ok(res);
+            }
+            req.extensions_mut().insert(ctx);
+            let mut res = next.call(req).await?.map_into_boxed_body();
+            if let Some(rate) = rate {
+                add_rate_headers(&mut res, &rate);
+            }
+            Ok(res)
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Fixture files: domains, users and keypairs to create at start-up (the
+//! default admin and user of a development cluster) — created by commands,
+//! so they are events like everything else. Populating skips what exists, so
+//! it can run on every `just run`.
+
+use std::fmt;
+
+use anyhow::{Context, anyhow};
+use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
+use manager_command::handler::CommandHandler;
+use manager_command::keypair::{self, CreateKeypair, Keypair, NewKeypair};
+use manager_command::reservation::Reservation;
+use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus, password};
+use manager_events::secrets::KeyStore;
+use manager_events::{EventMetadata, EventStore, reservation};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// A fixture file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// Domains to create.
+    #[serde(default)]
+    pub domains: Vec<FixtureDomain>,
+    /// Users to create.
+    #[serde(default)]
+    pub users: Vec<FixtureUser>,
+    /// Keypairs to create.
+    #[serde(default)]
+    pub keypairs: Vec<FixtureKeypair>,
+}
+
+/// A domain of a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureDomain {
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A user of a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureUser {
+    /// E-mail.
+    pub email: String,
+    /// Login name.
+    pub username: String,
+    /// Clear-text password (hashed before it is stored).
+    pub password: String,
+    /// `superadmin`, `admin`, `user` or `monitor`.
+    pub role: String,
+    /// Its domain.
+    pub domain_name: String,
+    /// Display name.
+    #[serde(default)]
+    pub full_name: String,
+    /// User resource policy.
+    #[serde(default = "default_policy")]
+    pub resource_policy: String,
+}
+
+/// A keypair of a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureKeypair {
+    /// The owner's e-mail.
+    pub user_email: String,
+    /// Access key.
+    pub access_key: String,
+    /// Secret key (sealed before it is stored).
+    pub secret_key: String,
+    /// Admin rights.
+    #[serde(default)]
+    pub is_admin: bool,
+    /// Keypair resource policy.
+    #[serde(default = "default_policy")]
+    pub resource_policy: String,
+    /// Requests per 15 minutes.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: i64,
+}
+
+fn default_policy() -> String {
+    "default".to_owned()
+}
+
+fn default_rate_limit() -> i64 {
+    10_000
+}
+
+/// What populating did.
+#[derive(Debug, Default)]
+pub struct Report {
+    created: Vec<String>,
+    existing: Vec<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fixture: created {} ({}); already present {}",
+            self.created.len(),
+            self.created.join(", "),
+            self.existing.len()
+        )
+    }
+}
+
+fn meta(what: &str) -> EventMetadata {
+    EventMetadata {
+        request_id: Some(format!("fixture:{what}")),
+        ..EventMetadata::default()
+    }
+}
+
+/// The user id holding an e-mail, if any.
+async fn user_by_email(handler: &CommandHandler, email: &str) -> anyhow::Result<Option<Uuid>> {
+    let (res, _) = handler
+        .load::<Reservation>(&reservation::stream_id("user-email", email))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(res
+        .holder
+        .and_then(|h| h.strip_prefix("user:").and_then(|u| u.parse().ok())))
+}
+
+/// Creates what the fixture describes and does not exist yet.
+pub async fn populate(
+    store: &EventStore,
+    keys: &KeyStore,
+    fixture: &Fixture,
+) -> anyhow::Result<Report> {
+    let handler = CommandHandler::new(store.clone());
+    let mut report = Report::default();
+    for d in &fixture.domains {
+        let id = domain::stream_id(&d.name);
+        let (existing, _) = handler
+            .load::<Domain>(&id)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        if existing.name.is_some() {
+            report.existing.push(format!("domain {}", d.name));
+            continue;
+        }
+        let fields = DomainFields {
+            description: d.description.clone(),
+            is_active: true,
+            ..DomainFields::default()
+        };
+        handler
+            .execute::<Domain>(
+                &id,
+                DomainCommand::Create {
+                    name: d.name.clone(),
+                    fields,
+                },
+                meta("domain"),
+            )
+            .await
+            .map_err(|e| anyhow!("domain {}: {e}", d.name))?;
+        report.created.push(format!("domain {}", d.name));
+    }
+    for u in &fixture.users {
+        if user_by_email(&handler, &u.email).await?.is_some() {
+            report.existing.push(format!("user {}", u.email));
+            continue;
+        }
+        let role = UserRole::parse(&u.role)
+            .ok_or_else(|| anyhow!("user {}: unknown role {:?}", u.email, u.role))?;
+        let fields = UserFields {
+            username: u.username.clone(),
+            email: u.email.clone(),
+            full_name: u.full_name.clone(),
+            description: String::new(),
+            need_password_change: false,
+            status: UserStatus::Active,
+            role,
+            domain_name: u.domain_name.clone(),
+            resource_policy: u.resource_policy.clone(),
+            allowed_client_ip: None,
+            totp_activated: false,
+            sudo_session_enabled: false,
+        };
+        let password_hash =
+            password::hash(&u.password).map_err(|p| anyhow!("user {}: {p}", u.email))?;
+        handler
+            .transact(
+                &CreateUser {
+                    uuid: Uuid::new_v4(),
+                    fields,
+                    password_hash,
+                },
+                meta("user"),
+            )
+            .await
+            .map_err(|p| anyhow!("user {}: {p}", u.email))?;
+        report.created.push(format!("user {}", u.email));
+    }
+    for k in &fixture.keypairs {
+        let (existing, _) = handler
+            .load::<Keypair>(&keypair::stream_id(&k.access_key))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        if existing.access_key.is_some() {
+            report.existing.push(format!("keypair {}", k.access_key));
+            continue;
+        }
+        let owner = user_by_email(&handler, &k.user_email)
+            .await?
+            .with_context(|| format!("keypair {}: no user {}", k.access_key, k.user_email))?;
+        let new = NewKeypair {
+            access_key: k.access_key.clone(),
+            user_uuid: owner,
+            is_active: true,
+            is_admin: k.is_admin,
+            resource_policy: k.resource_policy.clone(),
+            rate_limit: k.rate_limit,
+        };
+        let create = CreateKeypair::prepare(keys, new, &k.secret_key)
+            .await
+            .map_err(|p| anyhow!("keypair {}: {p}", k.access_key))?;
+        handler
+            .transact(&create, meta("keypair"))
+            .await
+            .map_err(|p| anyhow!("keypair {}: {p}", k.access_key))?;
+        report.created.push(format!("keypair {}", k.access_key));
+    }
+    Ok(report)
+}
