@@ -17,13 +17,20 @@ run: halfstack-up
     cargo run -q -p manager -- start-server
 
 # Run the whole test suite against a fresh-enough halfstack (fast, non-durable mode).
-test: halfstack-up
+test: halfstack-up client-venv
     {{halfstack}} mode fast
     just _drop-test-databases
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --no-fail-fast; \
     else \
         cargo test --workspace --no-fail-fast; \
+    fi
+
+# The official client (backend.ai-client 23.9.10, from PyPI) for the compatibility tests.
+client-venv:
+    if [ ! -x .client-venv/bin/backend.ai ]; then \
+        python3 -m venv .client-venv && \
+        .client-venv/bin/pip install --quiet "backend.ai-client==23.9.10" "yarl==1.9.4"; \
     fi
 
 # Formatting and clippy, as CI checks them.

@@ -36,7 +36,15 @@ pub async fn auth_role(
     })))
 }
 
+/// `GET /config/resource-slots` (unsigned): every known slot name and its
+/// type (`count`, `bytes` or `unique`). `cpu` and `mem` always exist;
+/// accelerator slots join when agents report them.
+pub async fn resource_slots() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "cpu": "count", "mem": "bytes" }))
+}
+
 /// Registers the REST reads on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/role", web::get().to(auth_role));
+    cfg.route("/auth/role", web::get().to(auth_role))
+        .route("/config/resource-slots", web::get().to(resource_slots));
 }

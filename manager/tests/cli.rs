@@ -2,38 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Server, manager, spawn};
 use manager_events::testing::TestDb;
 use manager_events::{AppendBatch, ExpectedVersion, NewEvent};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn manager(db: &TestDb) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manager"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("MANAGER_DB__URL", &db.url)
-        .env("MANAGER_LOGGING__LEVEL", "warn");
-    cmd
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn wait_until_up(url: &str, server: &mut Server) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -42,7 +18,7 @@ async fn wait_until_up(url: &str, server: &mut Server) -> reqwest::Response {
             return r;
         }
         assert!(
-            server.0.try_wait().unwrap().is_none(),
+            server.child.try_wait().unwrap().is_none(),
             "the server exited at start-up"
         );
         assert!(Instant::now() < deadline, "the server did not come up");
@@ -53,17 +29,8 @@ async fn wait_until_up(url: &str, server: &mut Server) -> reqwest::Response {
 #[tokio::test]
 async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigterm() {
     let db = TestDb::new().await;
-    let (api, metrics) = (free_port(), free_port());
-    let mut server = Server(
-        manager(&db)
-            .env("MANAGER_API__BIND", format!("127.0.0.1:{api}"))
-            .env("MANAGER_METRICS__BIND", format!("127.0.0.1:{metrics}"))
-            .arg("start-server")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let probe = wait_until_up(&format!("http://127.0.0.1:{api}/"), &mut server).await;
+    let mut server = spawn(&db);
+    let probe = wait_until_up(&format!("{}/", server.base), &mut server).await;
     assert_eq!(probe.status(), 200);
     assert_eq!(probe.headers()["server"], "BackendAI");
     let body: serde_json::Value = probe.json().await.unwrap();
@@ -74,7 +41,7 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
     assert_eq!(body["manager"], "23.09.10");
 
     // Errors are problem+json, as the official client expects.
-    let missing = reqwest::get(format!("http://127.0.0.1:{api}/no/such/path"))
+    let missing = reqwest::get(format!("{}/no/such/path", server.base))
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
@@ -86,7 +53,7 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
     assert_eq!(body["type"], "https://api.backend.ai/probs/url-not-found");
     assert_eq!(body["data"], "/no/such/path");
     let wrong = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{api}/"))
+        .post(format!("{}/", server.base))
         .send()
         .await
         .unwrap();
@@ -97,7 +64,7 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
         "https://api.backend.ai/probs/method-not-allowed"
     );
 
-    let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+    let m = reqwest::get(format!("{}/metrics", server.metrics))
         .await
         .unwrap();
     assert_eq!(m.status(), 200);
@@ -108,7 +75,7 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
             .starts_with("text/plain")
     );
 
-    let pid = server.0.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -118,7 +85,7 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "no clean exit after SIGTERM");
@@ -126,9 +93,7 @@ async fn start_server_answers_the_version_probe_and_metrics_then_stops_on_sigter
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(
-        reqwest::get(format!("http://127.0.0.1:{api}/"))
-            .await
-            .is_err(),
+        reqwest::get(format!("{}/", server.base)).await.is_err(),
         "still listening"
     );
 }
