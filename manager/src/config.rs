@@ -188,7 +188,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("MANAGER_").split("__"));
+        // Only MANAGER_<TABLE>__<KEY> variables configure; others that share
+        // the prefix (MANAGER_CONFIG, MANAGER_TEST_DATABASE_URL, ...) are not
+        // configuration keys and must not be refused as unknown ones.
+        figment = figment.merge(
+            Env::prefixed("MANAGER_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
         figment
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
@@ -221,6 +228,8 @@ mod tests {
             )?;
             jail.set_env("MANAGER_DB__URL", "postgres://env/db");
             jail.set_env("MANAGER_API__BIND", "127.0.0.1:9999");
+            jail.set_env("MANAGER_CONFIG", "m.toml");
+            jail.set_env("MANAGER_TEST_DATABASE_URL", "postgres://elsewhere/db");
             let c = Config::load(Some(Path::new("m.toml"))).unwrap();
             assert_eq!(c.db.url, "postgres://env/db");
             assert_eq!(c.db.pool_size, 3);

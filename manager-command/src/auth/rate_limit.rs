@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
-use fred::types::config::Config;
+use fred::types::config::{Config, PerformanceConfig, ReconnectPolicy};
 use fred::types::scripts::Script;
 use manager_events::{Problem, ProblemKind};
 
@@ -81,9 +81,22 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:8111`).
+    /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:8111`). The client
+    /// reconnects forever with backoff (100 ms to 5 s) after Redis restarts,
+    /// and each command gives up after 2 s, so an outage answers 503 quickly
+    /// instead of hanging requests.
     pub async fn connect(url: &str) -> Result<Self, RateLimitError> {
-        let client = Client::new(Config::from_url(url)?, None, None, None);
+        let performance = PerformanceConfig {
+            default_command_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let reconnect = ReconnectPolicy::new_exponential(0, 100, 5_000, 2);
+        let client = Client::new(
+            Config::from_url(url)?,
+            Some(performance),
+            None,
+            Some(reconnect),
+        );
         client.init().await?;
         Ok(Self::new(client))
     }
