@@ -113,6 +113,7 @@ impl<E: std::error::Error + Into<Problem>> From<CommandError<E>> for Problem {
 }
 
 fn store_problem(err: EventStoreError) -> Problem {
+    use diesel::result::{DatabaseErrorKind as K, Error as D};
     match err {
         EventStoreError::Invalid(invalid) => {
             Problem::new(ProblemKind::InvalidApiParams).msg(invalid.to_string())
@@ -122,9 +123,12 @@ fn store_problem(err: EventStoreError) -> Problem {
         }
         EventStoreError::Pool(_)
         | EventStoreError::ShuttingDown
-        | EventStoreError::CommitUncertain(_) => {
-            Problem::new(ProblemKind::ServiceUnavailable).msg(err.to_string())
-        }
+        | EventStoreError::Timeout(_)
+        | EventStoreError::CommitUncertain(_)
+        | EventStoreError::Database(D::DatabaseError(
+            K::ClosedConnection | K::UnableToSendCommand,
+            _,
+        )) => Problem::new(ProblemKind::ServiceUnavailable).msg(err.to_string()),
         other => Problem::new(ProblemKind::InternalServerError).msg(other.to_string()),
     }
 }

@@ -212,6 +212,8 @@ pub(crate) struct PreparedBatch {
     pub streams: Vec<PreparedStream>,
     pub metadata: EventMetadata,
     pub event_count: usize,
+    /// Serialized payload bytes, for the writer's group size limit.
+    pub payload_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -290,10 +292,16 @@ pub(crate) fn prepare(batch: AppendBatch, limits: &Limits) -> Result<PreparedBat
             events,
         });
     }
+    let payload_bytes = streams
+        .iter()
+        .flat_map(|s| &s.events)
+        .map(|e| e.payload.len())
+        .sum();
     Ok(PreparedBatch {
         streams,
         metadata: batch.metadata,
         event_count,
+        payload_bytes,
     })
 }
 

@@ -20,6 +20,15 @@ pub struct EventStoreConfig {
     pub max_group_events: usize,
     /// Most calls the writer gathers into one transaction. Default 1,024.
     pub max_group_calls: usize,
+    /// Most payload bytes the writer gathers into one transaction (calls are
+    /// never split). Default 64 MiB.
+    pub max_group_bytes: usize,
+    /// Longest an append transaction may take, lock wait included, in
+    /// milliseconds; past it the transaction is abandoned (the calls fail with
+    /// a timeout, or `CommitUncertain` if it was committing) and its connection
+    /// dropped, so one dead connection cannot stall every append of the
+    /// process. Default 10,000.
+    pub transaction_timeout_ms: u64,
     /// Calls that may wait for the writer before `append` itself waits
     /// (back-pressure). Default 8,192.
     pub queue_depth: usize,
@@ -50,6 +59,8 @@ impl Default for EventStoreConfig {
             max_events_per_append: 10_000,
             max_group_events: 20_000,
             max_group_calls: 1_024,
+            max_group_bytes: 64 * 1024 * 1024,
+            transaction_timeout_ms: 10_000,
             queue_depth: 8_192,
             poll_interval_ms: 1_000,
             subscription_batch: 1_000,

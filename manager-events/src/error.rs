@@ -68,6 +68,11 @@ pub enum EventStoreError {
     #[error("database pool: {0}")]
     Pool(String),
 
+    /// The database did not answer in time (see `transaction_timeout_ms`);
+    /// nothing was written. Retry later.
+    #[error("the database did not answer in time: {0}")]
+    Timeout(&'static str),
+
     /// The store's writer has shut down (the process is stopping).
     #[error("the event store is shutting down")]
     ShuttingDown,

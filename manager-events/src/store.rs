@@ -23,7 +23,9 @@ pub type PgPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnect
 
 /// Builds a connection pool of `size` connections for `database_url`.
 ///
-/// Each connection is set up with `idle_in_transaction_session_timeout` =
+/// Waiting for, creating and recycling a connection each time out after 10 s.
+/// Each connection runs in READ COMMITTED and is set up with
+/// `idle_in_transaction_session_timeout` =
 /// `idle_in_transaction_ms` (0 leaves the server's setting): appends hold the
 /// log's ordering lock for the length of their transaction, so a process that
 /// stalls mid-transaction must not stall every writer in the cluster; the
@@ -41,20 +43,29 @@ pub fn build_pool(database_url: &str, size: usize, idle_in_transaction_ms: u64) 
         let url = url.to_owned();
         Box::pin(async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
+            // The log's ordering relies on READ COMMITTED (each statement
+            // sees what committed before it), whatever the server's default.
+            let mut setup = String::from("SET default_transaction_isolation = 'read committed';");
             if idle_in_transaction_ms > 0 {
-                conn.batch_execute(&format!(
-                    "SET idle_in_transaction_session_timeout = {idle_in_transaction_ms}"
-                ))
+                setup.push_str(&format!(
+                    "SET idle_in_transaction_session_timeout = {idle_in_transaction_ms};"
+                ));
+            }
+            conn.batch_execute(&setup)
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            }
             Ok(conn)
         })
     });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    let timeout = Some(std::time::Duration::from_secs(10));
     PgPool::builder(manager)
         .max_size(size.max(1))
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| EventStoreError::Pool(e.to_string()))
 }

@@ -64,9 +64,11 @@ pub(crate) async fn run(
     while shutdown.is_none() {
         let Some(first) = rx.recv().await else { break };
         let mut events = 0;
+        let mut bytes = 0;
         match first {
             WriterMsg::Append(p) => {
                 events += p.batch.event_count;
+                bytes += p.batch.payload_bytes;
                 group.push(p);
             }
             WriterMsg::Shutdown(done) => shutdown = Some(done),
@@ -74,10 +76,12 @@ pub(crate) async fn run(
         while shutdown.is_none()
             && group.len() < config.max_group_calls
             && events < config.max_group_events
+            && bytes < config.max_group_bytes
         {
             match rx.try_recv() {
                 Ok(WriterMsg::Append(p)) => {
                     events += p.batch.event_count;
+                    bytes += p.batch.payload_bytes;
                     group.push(p);
                 }
                 Ok(WriterMsg::Shutdown(done)) => shutdown = Some(done),
@@ -115,20 +119,21 @@ async fn commit_group(
     let started = Instant::now();
     let calls = group.len();
     let batches: Vec<&PreparedBatch> = group.iter().map(|p| &p.batch).collect();
-    match transact(pool, &config.faults, &batches).await {
+    match transact(pool, config, &batches).await {
         Ok((verdicts, last_position)) => {
             finish(group, verdicts, last_position, head);
             metrics::histogram!("eventstore_group_calls").record(calls as f64);
             metrics::histogram!("eventstore_group_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
         }
-        Err(TxError::BeforeCommit(err)) if calls > 1 => {
-            // Nothing was written. Retry each call alone so that the one that
-            // tripped the database fails by itself.
-            tracing::warn!(error = %err, calls, "group append failed; retrying its calls one by one");
+        Err(TxError::BeforeCommit(err)) => {
+            // Nothing was written. Retry each call alone, on a fresh
+            // connection: the one that tripped the database fails by itself,
+            // and a transient failure (a dead pooled connection) heals.
+            tracing::warn!(error = %err, calls, "group append failed before commit; retrying its calls one by one");
             for pending in group {
                 let single = [&pending.batch];
-                match transact(pool, &config.faults, &single).await {
+                match transact(pool, config, &single).await {
                     Ok((verdicts, last_position)) => {
                         finish(vec![pending], verdicts, last_position, head)
                     }
@@ -267,34 +272,49 @@ struct StateRow {
 /// ones, move the head, commit. Returns each call's verdict and the new head.
 async fn transact(
     pool: &PgPool,
-    faults: &Faults,
+    config: &EventStoreConfig,
     group: &[&PreparedBatch],
 ) -> Result<(Vec<Result<AppendResult>>, Option<u64>), TxError> {
+    let limit = Duration::from_millis(config.transaction_timeout_ms.max(1));
     let mut conn = pool
         .get()
         .await
         .map_err(|e| TxError::BeforeCommit(e.into()))?;
     let conn: &mut AsyncPgConnection = &mut conn;
-    AnsiTransactionManager::begin_transaction(conn)
-        .await
-        .map_err(|e| TxError::BeforeCommit(e.into()))?;
-    match judge_and_write(conn, faults, group).await {
-        Ok((verdicts, None)) => {
+    // On a timeout the future is dropped mid-transaction; the pool then
+    // discards the connection (it is still inside a transaction), which
+    // closes it, and the server rolls back.
+    let decided = tokio::time::timeout(limit, async {
+        AnsiTransactionManager::begin_transaction(conn).await?;
+        match judge_and_write(conn, &config.faults, group).await {
+            Ok(done) => Ok(done),
+            Err(err) => {
+                let _ = AnsiTransactionManager::rollback_transaction(conn).await;
+                Err(err)
+            }
+        }
+    })
+    .await
+    .map_err(|_| TxError::BeforeCommit(EventStoreError::Timeout("append transaction")))?
+    .map_err(TxError::BeforeCommit)?;
+    match decided {
+        (verdicts, None) => {
             // Nothing to write (all refused or deduplicated): just let go of the lock.
             AnsiTransactionManager::rollback_transaction(conn)
                 .await
                 .map_err(|e| TxError::BeforeCommit(e.into()))?;
             Ok((verdicts, None))
         }
-        Ok((verdicts, Some(last))) => {
-            AnsiTransactionManager::commit_transaction(conn)
+        (verdicts, Some(last)) => {
+            tokio::time::timeout(limit, AnsiTransactionManager::commit_transaction(conn))
                 .await
+                .map_err(|_| {
+                    TxError::AtCommit(diesel::result::Error::QueryBuilderError(
+                        "COMMIT timed out".into(),
+                    ))
+                })?
                 .map_err(TxError::AtCommit)?;
             Ok((verdicts, Some(last)))
-        }
-        Err(err) => {
-            let _ = AnsiTransactionManager::rollback_transaction(conn).await;
-            Err(TxError::BeforeCommit(err))
         }
     }
 }

@@ -922,3 +922,42 @@ async fn a_pure_check_does_not_create_its_stream_for_the_rest_of_the_group() {
         "both calls were judged in one group"
     );
 }
+
+#[tokio::test]
+async fn a_transaction_that_cannot_get_the_lock_times_out_and_the_writer_carries_on() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    // Someone holds the ordering lock and does not let go (for now).
+    let mut blocker = db.connection().await;
+    blocker
+        .batch_execute("BEGIN; SELECT 1 FROM event_log_head FOR UPDATE;")
+        .await
+        .unwrap();
+
+    let store = db
+        .store_with(EventStoreConfig {
+            transaction_timeout_ms: 300,
+            ..Default::default()
+        })
+        .await;
+    let started = std::time::Instant::now();
+    let err = store
+        .append(single("s-1", ExpectedVersion::Any, vec![ev(1)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EventStoreError::Timeout(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up in bounded time"
+    );
+
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let r = store
+        .append(single("s-1", ExpectedVersion::Any, vec![ev(2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.first_position, 1,
+        "the timed-out append wrote nothing; the writer works again"
+    );
+}
