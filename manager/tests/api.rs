@@ -155,3 +155,57 @@ async fn the_fixture_is_idempotent() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_user_limited_to_some_addresses_is_refused_from_others() {
+    use manager_command::handler::CommandHandler;
+    use manager_command::reservation::Reservation;
+    use manager_command::user::{User, UserCommand, UserPatch};
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let handler = CommandHandler::new(db.store().await);
+    let (owner, _) = handler
+        .load::<Reservation>(&manager_events::reservation::stream_id(
+            "user-email",
+            "user@lablup.com",
+        ))
+        .await
+        .unwrap();
+    let patch = UserPatch {
+        allowed_client_ip: Some(vec!["10.0.0.0/8".into()]),
+        ..Default::default()
+    };
+    handler
+        .execute::<User>(
+            &owner.holder.unwrap(),
+            UserCommand::Modify(patch),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    // Once projected, requests from 127.0.0.1 are refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = signed(&server, "GET", "/auth/role", USER_AK, USER_SK, None)
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            let (_, b) = problem(r).await;
+            assert_eq!(b["msg"], "'127.0.0.1' is not allowed IP address");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restriction never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Others are unaffected.
+    assert_eq!(
+        signed(&server, "GET", "/auth/role", ADMIN_AK, ADMIN_SK, None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

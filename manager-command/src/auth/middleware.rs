@@ -7,6 +7,7 @@
 //! version probe, the announcement, the config probes — skip it entirely, as
 //! the reference does, even when the client signs them.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -18,6 +19,7 @@ use chrono::Utc;
 use diesel::sql_types::{BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::RunQueryDsl;
+use ipnet::IpNet;
 use manager_events::auth::{AuthContext, UnsignedRequest};
 use manager_events::secrets::KeyStore;
 use manager_events::user::{UserRole, UserStatus};
@@ -62,6 +64,22 @@ struct Caller {
     status: String,
     #[diesel(sql_type = Text)]
     domain_name: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    allowed_client_ip: Option<String>,
+}
+
+/// Whether `ip` is within the user's allowed addresses (`None`: anywhere).
+/// Entries are addresses or CIDR networks; an entry that does not parse
+/// allows nothing.
+pub fn ip_allowed(allowed: &[String], ip: Option<IpAddr>) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(ip) = ip else { return false };
+    allowed.iter().any(|entry| match entry.parse::<IpNet>() {
+        Ok(net) => net.contains(&ip),
+        Err(_) => entry.parse::<IpAddr>().is_ok_and(|a| a == ip),
+    })
 }
 
 fn auth_failed(msg: &str) -> Problem {
@@ -79,10 +97,12 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates one request: `Ok(None)` when it is unsigned.
+    /// Authenticates one request from `client_ip` (the peer address):
+    /// `Ok(None)` when it is unsigned.
     pub async fn authenticate(
         &self,
         parts: &RequestParts<'_>,
+        client_ip: Option<IpAddr>,
     ) -> Result<Option<(AuthContext, Option<RateDecision>)>, Problem> {
         let Some(credential) = signature::parse(parts, Utc::now())? else {
             return Ok(None);
@@ -94,7 +114,7 @@ impl Authenticator {
             .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
         let caller: Option<Caller> = diesel::sql_query(
             "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
-             u.email, u.role, u.status, u.domain_name \
+             u.email, u.role, u.status, u.domain_name, u.allowed_client_ip::text AS allowed_client_ip \
              FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",
         )
         .bind::<Text, _>(&credential.access_key)
@@ -114,6 +134,15 @@ impl Authenticator {
         signature::verify(parts, &credential, &secret)?;
         if UserStatus::parse(&caller.status) != Some(UserStatus::Active) {
             return Err(auth_failed("The user is not active"));
+        }
+        let allowed: Vec<String> = caller
+            .allowed_client_ip
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        if !ip_allowed(&allowed, client_ip) {
+            let shown = client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            return Err(auth_failed(&format!("'{shown}' is not allowed IP address")));
         }
         let role = UserRole::parse(&caller.role)
             .ok_or_else(|| auth_failed("The user has an unknown role"))?;
@@ -204,7 +233,10 @@ pub async fn authenticate(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     }
-    match auth.authenticate(&parts).await {
+    // The peer address. X-Forwarded-For is not trusted: any client could
+    // set it; behind a proxy, restrict access at the proxy.
+    let client_ip = req.peer_addr().map(|a| a.ip());
+    match auth.authenticate(&parts, client_ip).await {
         Err(problem) => Ok(req.into_response(problem.error_response())),
         Ok(None) => next
             .call(req)
@@ -223,5 +255,27 @@ pub async fn authenticate(
             }
             Ok(res)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_rules() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(ip_allowed(&[], ip("203.0.113.9")));
+        let rules = vec![
+            "10.0.0.0/8".to_owned(),
+            "192.168.1.7".to_owned(),
+            "::1".to_owned(),
+        ];
+        assert!(ip_allowed(&rules, ip("10.20.30.40")));
+        assert!(ip_allowed(&rules, ip("192.168.1.7")));
+        assert!(ip_allowed(&rules, ip("::1")));
+        assert!(!ip_allowed(&rules, ip("192.168.1.8")));
+        assert!(!ip_allowed(&rules, None));
+        assert!(!ip_allowed(&["garbage".to_owned()], ip("10.0.0.1")));
     }
 }
