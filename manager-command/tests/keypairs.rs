@@ -230,3 +230,45 @@ async fn keypairs_need_an_active_user_and_a_fresh_access_key() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn purging_a_user_deletes_its_keypairs_and_their_secrets() {
+    use manager_command::keypair::Keypair;
+    use manager_command::user::PurgeUser;
+    let (_db, handler, keys, uuid) = setup().await;
+    let mut sealed = Vec::new();
+    for ak in ["AKIAONE", "AKIATWO"] {
+        let create = CreateKeypair::prepare(&keys, new(ak, uuid), "secret")
+            .await
+            .unwrap();
+        handler
+            .transact(&create, EventMetadata::default())
+            .await
+            .unwrap();
+        let (kp, _) = handler
+            .load::<Keypair>(&manager_command::keypair::stream_id(ak))
+            .await
+            .unwrap();
+        sealed.push((ak, kp.sealed_secret_key));
+    }
+    let done = handler
+        .transact(&PurgeUser { uuid }, EventMetadata::default())
+        .await
+        .unwrap();
+    let to_shred = done.output.unwrap();
+    assert_eq!(to_shred, ["AKIAONE", "AKIATWO"]);
+    for ak in &to_shred {
+        keys.shred(ak).await.unwrap();
+    }
+    for (ak, sealed) in sealed {
+        let (kp, _) = handler
+            .load::<Keypair>(&manager_command::keypair::stream_id(ak))
+            .await
+            .unwrap();
+        assert!(kp.live().is_none(), "{ak} deleted with its owner");
+        assert!(
+            keys.open_secret(ak, &sealed).await.is_err(),
+            "{ak}'s secret is gone"
+        );
+    }
+}

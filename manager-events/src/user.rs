@@ -163,6 +163,17 @@ pub enum UserEvent {
         /// The access key.
         access_key: Option<String>,
     },
+    /// A keypair of this user was created (recorded on the user's stream too,
+    /// so that purging the user can delete its keypairs).
+    UserKeypairAdded {
+        /// The access key.
+        access_key: String,
+    },
+    /// A keypair of this user was deleted.
+    UserKeypairRemoved {
+        /// The access key.
+        access_key: String,
+    },
     /// Marked deleted (the reference's `delete_user`).
     UserDeleted,
     /// Removed for good (the reference's `purge_user`).

@@ -113,6 +113,8 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 .execute(conn)
                 .await?;
         }
+        // Which keypairs a user has is the keypairs read model's business.
+        UserEvent::UserKeypairAdded { .. } | UserEvent::UserKeypairRemoved { .. } => {}
         UserEvent::UserDeleted => {
             diesel::sql_query("UPDATE users SET status = 'deleted', modified_at = $2, position = $3 WHERE uuid = $1")
                 .bind::<SqlUuid, _>(id)

@@ -117,6 +117,11 @@ impl Workflow for CreateKeypair {
             },
         )
         .await?;
+        tx.decide::<User>(
+            &user_stream,
+            &UserCommand::AddKeypair(new.access_key.clone()),
+        )
+        .await?;
         if user.main_access_key.is_none() {
             tx.decide::<User>(
                 &user_stream,
@@ -146,11 +151,16 @@ impl Workflow for DeleteKeypair {
         if let Some(fields) = &decided.state.fields {
             let user_stream = crate::user::stream_id(&fields.user_uuid);
             let user = tx.load::<User>(&user_stream).await?;
-            if user.live().is_some()
-                && user.main_access_key.as_deref() == Some(self.access_key.as_str())
-            {
-                tx.decide::<User>(&user_stream, &UserCommand::SetMainAccessKey(None))
-                    .await?;
+            if user.live().is_some() {
+                tx.decide::<User>(
+                    &user_stream,
+                    &UserCommand::RemoveKeypair(self.access_key.clone()),
+                )
+                .await?;
+                if user.main_access_key.as_deref() == Some(self.access_key.as_str()) {
+                    tx.decide::<User>(&user_stream, &UserCommand::SetMainAccessKey(None))
+                        .await?;
+                }
             }
         }
         Ok(())

@@ -27,6 +27,10 @@ pub enum UserCommand {
     },
     /// Sets (or clears) the main access key.
     SetMainAccessKey(Option<String>),
+    /// Records a keypair of the user.
+    AddKeypair(String),
+    /// Forgets a keypair of the user.
+    RemoveKeypair(String),
     /// Soft delete.
     Delete,
     /// Hard delete.
@@ -76,6 +80,8 @@ pub struct User {
     pub purged: bool,
     /// The main access key.
     pub main_access_key: Option<String>,
+    /// Access keys of the user's keypairs.
+    pub keypairs: std::collections::BTreeSet<String>,
 }
 
 impl User {
@@ -210,6 +216,12 @@ impl Aggregate for User {
             UserEvent::UserMainAccessKeySet { access_key } => {
                 self.main_access_key = access_key.clone()
             }
+            UserEvent::UserKeypairAdded { access_key } => {
+                self.keypairs.insert(access_key.clone());
+            }
+            UserEvent::UserKeypairRemoved { access_key } => {
+                self.keypairs.remove(access_key);
+            }
             UserEvent::UserDeleted => {
                 if let Some(f) = self.fields.as_mut() {
                     f.status = UserStatus::Deleted;
@@ -270,6 +282,26 @@ impl Aggregate for User {
                 Ok(vec![UserEvent::UserMainAccessKeySet {
                     access_key: access_key.clone(),
                 }])
+            }
+            UserCommand::AddKeypair(ak) => {
+                self.live().ok_or(UserError::NotFound)?;
+                Ok(if self.keypairs.contains(ak) {
+                    vec![]
+                } else {
+                    vec![UserEvent::UserKeypairAdded {
+                        access_key: ak.clone(),
+                    }]
+                })
+            }
+            UserCommand::RemoveKeypair(ak) => {
+                self.live().ok_or(UserError::NotFound)?;
+                Ok(if self.keypairs.contains(ak) {
+                    vec![UserEvent::UserKeypairRemoved {
+                        access_key: ak.clone(),
+                    }]
+                } else {
+                    vec![]
+                })
             }
             UserCommand::Delete => {
                 let f = self.live().ok_or(UserError::NotFound)?;

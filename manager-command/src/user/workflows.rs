@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::{Domain, DomainCommand};
 use crate::handler::{Tx, Workflow};
+use crate::keypair::{self, Keypair, KeypairCommand};
 use crate::reservation::{Reservation, ReservationCommand};
 
 use super::{User, UserCommand};
@@ -81,7 +82,10 @@ impl Workflow for DeleteUser {
     }
 }
 
-/// Removes a user for good: frees its email and username and leaves its domain.
+/// Removes a user for good: deletes its keypairs, frees its email and
+/// username and leaves its domain. Its output is the access keys whose data
+/// keys the caller must shred once it has committed
+/// ([`manager_events::secrets::KeyStore::shred`]).
 #[derive(Debug, Clone)]
 pub struct PurgeUser {
     /// The user.
@@ -89,15 +93,20 @@ pub struct PurgeUser {
 }
 
 impl Workflow for PurgeUser {
-    type Output = ();
+    type Output = Vec<String>;
 
-    async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Problem> {
+    async fn run(&self, tx: &mut Tx<'_>) -> Result<Vec<String>, Problem> {
         let holder = stream_id(&self.uuid);
         let user = tx.load::<User>(&holder).await?;
         let fields = user
             .live()
             .cloned()
             .ok_or_else(|| Problem::new(ProblemKind::ObjectNotFound("user")))?;
+        let access_keys: Vec<String> = user.keypairs.iter().cloned().collect();
+        for ak in &access_keys {
+            tx.decide::<Keypair>(&keypair::stream_id(ak), &KeypairCommand::Delete)
+                .await?;
+        }
         tx.decide::<User>(&holder, &UserCommand::Purge).await?;
         for (scope, value) in [
             ("user-email", &fields.email),
@@ -119,6 +128,6 @@ impl Workflow for PurgeUser {
             },
         )
         .await?;
-        Ok(())
+        Ok(access_keys)
     }
 }
