@@ -258,26 +258,34 @@ impl KeyStore {
     /// The data key of a keypair being created: a new one, or the one stored
     /// by an earlier attempt at the same creation (so retries seal alike).
     pub async fn data_key_for_new(&self, access_key: &str) -> Result<DataKey, KeyStoreError> {
+        use diesel::OptionalExtension;
         use diesel::sql_types::{Binary, Text};
         use diesel_async::RunQueryDsl;
         let (_, wrapped) = DataKey::generate(&self.cluster, access_key);
         let mut conn = self.conn().await?;
-        let row: WrappedRow = diesel::sql_query(
-            "WITH ins AS (INSERT INTO keypair_data_keys (access_key, wrapped_key, cluster_key_id) \
-             VALUES ($1, $2, $3) ON CONFLICT (access_key) DO NOTHING RETURNING wrapped_key) \
-             SELECT wrapped_key FROM ins UNION ALL \
-             SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
+        let inserted: Option<WrappedRow> = diesel::sql_query(
+            "INSERT INTO keypair_data_keys (access_key, wrapped_key, cluster_key_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (access_key) DO NOTHING RETURNING wrapped_key",
         )
         .bind::<Text, _>(access_key)
         .bind::<Binary, _>(wrapped)
         .bind::<Text, _>(self.cluster.id())
         .get_result(&mut conn)
-        .await?;
-        Ok(DataKey::unwrap(
-            &self.cluster,
-            access_key,
-            &row.wrapped_key,
-        )?)
+        .await
+        .optional()?;
+        let wrapped = match inserted {
+            Some(row) => row.wrapped_key,
+            // Stored by an earlier attempt, or by a concurrent one: read it
+            // in a new statement, whose snapshot sees the other's commit.
+            None => {
+                diesel::sql_query("SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1")
+                    .bind::<Text, _>(access_key)
+                    .get_result::<WrappedRow>(&mut conn)
+                    .await?
+                    .wrapped_key
+            }
+        };
+        Ok(DataKey::unwrap(&self.cluster, access_key, &wrapped)?)
     }
 
     /// The data key of an existing keypair.

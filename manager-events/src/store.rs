@@ -249,6 +249,17 @@ impl EventStore {
         .transpose()
     }
 
+    /// [`EventStore::read_all`] on a connection the caller holds (e.g. inside
+    /// its own transaction).
+    pub async fn read_all_on(
+        conn: &mut AsyncPgConnection,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = read_all_rows(conn, after_position, limit).await?;
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
     /// Position of the last committed event (0 for an empty log).
     pub async fn head_position(&self) -> Result<u64> {
         let mut conn = self.inner.pool.get().await?;

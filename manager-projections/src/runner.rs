@@ -82,6 +82,8 @@ pub struct ProjectionRunner {
     store: EventStore,
     projectors: Vec<Arc<dyn Projector>>,
     batch: usize,
+    /// Set when a step found its checkpoint locked by another process.
+    skipped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ProjectionRunner {
@@ -101,6 +103,7 @@ impl ProjectionRunner {
             store,
             projectors,
             batch: batch.max(1),
+            skipped: Arc::default(),
         }
     }
 
@@ -153,10 +156,14 @@ impl ProjectionRunner {
         .await
         .optional()?;
         let Some(checkpoint) = checkpoint else {
-            return Ok(0); // another process is applying a batch of this projector
+            // Another process is applying a batch of this projector.
+            self.skipped
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(0);
         };
         let from = u64::try_from(checkpoint.position).unwrap_or(0);
-        let events = self.store.read_all(from, self.batch).await?;
+        // Read on the transaction's own connection: one connection per step.
+        let events = EventStore::read_all_on(conn, from, self.batch).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(0);
         };
@@ -214,7 +221,19 @@ impl ProjectionRunner {
                     lowest = lowest.min(p);
                 }
             }
-            if !busy {
+            if self
+                .skipped
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+                && !busy
+            {
+                // Another process holds a checkpoint (working through a
+                // backlog, say): notifications would wake us at once, over
+                // and over, so stand by for a poll interval instead.
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => {}
+                }
+            } else if !busy {
                 tokio::select! {
                     _ = self.store.wait_for_events_after(lowest, poll) => {}
                     _ = stop.changed() => {}
