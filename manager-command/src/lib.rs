@@ -18,9 +18,10 @@
 //!   keep a user, its domain and its unique email/username consistent.
 //! - [`keypair`]: the keypair aggregate, key generation and sealing, and the
 //!   workflows that keep a keypair and its owner consistent.
+//! - [`project`]: projects (the reference's groups) and their members.
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //!
-//! The other identity aggregates (projects, policies, scaling
+//! The other identity aggregates (policies, scaling
 //! groups, presets) and the HTTP endpoints come next.
 //!
 //! # Guarantees
@@ -35,5 +36,6 @@ pub mod auth;
 pub mod domain;
 pub mod handler;
 pub mod keypair;
+pub mod project;
 pub mod reservation;
 pub mod user;

@@ -15,11 +15,13 @@
 //! - [`domains`]: the `domains` read model.
 //! - [`users`]: the `users` read model.
 //! - [`keypairs`]: the `keypairs` read model (secrets stay sealed).
+//! - [`projects`]: the `groups` and `association_groups_users` read models.
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
 pub mod domains;
 pub mod keypairs;
+pub mod projects;
 pub mod rebuild;
 pub mod runner;
 pub mod users;
@@ -32,5 +34,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(domains::DomainsProjector),
         std::sync::Arc::new(users::UsersProjector),
         std::sync::Arc::new(keypairs::KeypairsProjector),
+        std::sync::Arc::new(projects::ProjectsProjector),
     ]
 }

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use manager_events::auth::AuthContext;
-use manager_events::{Problem, ProblemKind};
+use manager_events::{PgPool, Problem, ProblemKind};
 use serde_json::json;
 
 /// Query of `GET /auth/role`.
@@ -12,28 +12,51 @@ pub struct RoleQuery {
     pub group: Option<String>,
 }
 
-/// `GET /auth/role`: the caller's global and domain roles (and project role).
+/// `GET /auth/role`: the caller's global and domain roles, and its role in a
+/// project (`group`) it belongs to; a project it does not belong to is 404.
 pub async fn auth_role(
     ctx: AuthContext,
     query: web::Query<RoleQuery>,
+    pool: web::Data<PgPool>,
 ) -> Result<HttpResponse, Problem> {
-    if let Some(group) = &query.group {
-        if uuid::Uuid::parse_str(group).is_err() {
-            return Err(Problem::new(ProblemKind::InvalidApiParams)
-                .msg("Input validation error")
-                .data(json!({"group": "not a valid UUID"})));
+    let group_role = match &query.group {
+        None => None,
+        Some(group) => {
+            let group = uuid::Uuid::parse_str(group).map_err(|_| {
+                Problem::new(ProblemKind::InvalidApiParams)
+                    .msg("Input validation error")
+                    .data(json!({"group": "not a valid UUID"}))
+            })?;
+            if !is_member(&pool, group, ctx.user_uuid).await? {
+                return Err(Problem::new(ProblemKind::ObjectNotFound(
+                    "user group (or project)",
+                )));
+            }
+            Some("user")
         }
-        // Projects arrive with the projects read model; until then no project
-        // has the caller as a member.
-        return Err(Problem::new(ProblemKind::ObjectNotFound(
-            "user group (or project)",
-        )));
-    }
+    };
     Ok(HttpResponse::Ok().json(json!({
         "global_role": if ctx.is_superadmin() { "superadmin" } else { "user" },
         "domain_role": if ctx.is_domain_admin() { "admin" } else { "user" },
-        "group_role": null,
+        "group_role": group_role,
     })))
+}
+
+async fn is_member(pool: &PgPool, group: uuid::Uuid, user: uuid::Uuid) -> Result<bool, Problem> {
+    use diesel::sql_types::Uuid as SqlUuid;
+    use diesel_async::RunQueryDsl;
+    let unavailable = |e: String| Problem::new(ProblemKind::ServiceUnavailable).msg(e);
+    let mut conn = pool.get().await.map_err(|e| unavailable(e.to_string()))?;
+    let n = diesel::sql_query(
+        "SELECT 1 FROM association_groups_users a JOIN groups g ON g.id = a.group_id \
+         WHERE a.group_id = $1 AND a.user_id = $2",
+    )
+    .bind::<SqlUuid, _>(group)
+    .bind::<SqlUuid, _>(user)
+    .execute(&mut conn)
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
+    Ok(n > 0)
 }
 
 /// `GET /config/resource-slots` (unsigned): every known slot name and its

@@ -1,4 +1,4 @@
-//! Fixture files: domains, users and keypairs to create at start-up (the
+//! Fixture files: domains, users, keypairs and projects to create at start-up (the
 //! default admin and user of a development cluster) — created by commands,
 //! so they are events like everything else. Populating skips what exists, so
 //! it can run on every `just run`.
@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
 use manager_command::handler::CommandHandler;
 use manager_command::keypair::{self, CreateKeypair, Keypair, NewKeypair};
+use manager_command::project::{AddProjectMembers, CreateProject, ProjectFields};
 use manager_command::reservation::Reservation;
 use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus, password};
 use manager_events::secrets::KeyStore;
@@ -29,6 +30,25 @@ pub struct Fixture {
     /// Keypairs to create.
     #[serde(default)]
     pub keypairs: Vec<FixtureKeypair>,
+    /// Projects to create, with their members.
+    #[serde(default)]
+    pub projects: Vec<FixtureProject>,
+}
+
+/// A project of a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureProject {
+    /// Its name (unique in its domain).
+    pub name: String,
+    /// Its domain.
+    pub domain_name: String,
+    /// Its description.
+    #[serde(default)]
+    pub description: String,
+    /// Members, by e-mail.
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 /// A domain of a fixture.
@@ -230,6 +250,54 @@ pub async fn populate(
             .await
             .map_err(|p| anyhow!("keypair {}: {p}", k.access_key))?;
         report.created.push(format!("keypair {}", k.access_key));
+    }
+    for p in &fixture.projects {
+        let key = reservation::stream_id("project-name", &format!("{}/{}", p.domain_name, p.name));
+        let (held, _) = handler
+            .load::<Reservation>(&key)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let id = match held.holder.and_then(|h| {
+            h.strip_prefix("project:")
+                .and_then(|u| u.parse::<Uuid>().ok())
+        }) {
+            Some(id) => {
+                report.existing.push(format!("project {}", p.name));
+                id
+            }
+            None => {
+                let fields = ProjectFields {
+                    name: p.name.clone(),
+                    domain_name: p.domain_name.clone(),
+                    description: p.description.clone(),
+                    is_active: true,
+                    total_resource_slots: Default::default(),
+                    allowed_vfolder_hosts: Default::default(),
+                    integration_id: None,
+                    resource_policy: default_policy(),
+                };
+                let id = Uuid::new_v4();
+                handler
+                    .transact(&CreateProject { id, fields }, meta("project"))
+                    .await
+                    .map_err(|e| anyhow!("project {}: {e}", p.name))?;
+                report.created.push(format!("project {}", p.name));
+                id
+            }
+        };
+        let mut users = Vec::new();
+        for email in &p.members {
+            users.push(
+                user_by_email(&handler, email)
+                    .await?
+                    .with_context(|| format!("project {}: no user {email}", p.name))?,
+            );
+        }
+        // Adding a member twice is a no-op, so this can run every time.
+        handler
+            .transact(&AddProjectMembers { id, users }, meta("project-members"))
+            .await
+            .map_err(|e| anyhow!("project {} members: {e}", p.name))?;
     }
     Ok(report)
 }

@@ -119,10 +119,12 @@ pub fn start(
     };
     let grace = config.api.shutdown_timeout_secs;
     let authenticator = web::Data::new(authenticator);
+    let pool = web::Data::new(store.pool().clone());
     let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));
     let api = HttpServer::new(move || {
         App::new()
             .app_data(authenticator.clone())
+            .app_data(pool.clone())
             .app_data(announcement_text.clone())
             .wrap(from_fn(authenticate))
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))

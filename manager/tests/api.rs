@@ -109,21 +109,37 @@ async fn signed_requests_from_the_default_fixture() {
         .unwrap();
     let (s, b) = problem(r).await;
     assert_eq!((s, b["msg"].as_str()), (401, Some("Unauthorized access")));
-    // A bad group id is a validation error; an unknown project 404.
-    let (s, _) = problem(
-        signed(
-            &server,
-            "GET",
-            "/auth/role?group=nope",
-            ADMIN_AK,
-            ADMIN_SK,
-            None,
-        )
-        .await
-        .unwrap(),
+    // A bad group id is a validation error; an unknown project 404; the
+    // default project (the fixture's) gives the member's role.
+    let bad = signed(
+        &server,
+        "GET",
+        "/auth/role?group=nope",
+        ADMIN_AK,
+        ADMIN_SK,
+        None,
     )
-    .await;
-    assert_eq!(s, 400);
+    .await
+    .unwrap();
+    assert_eq!(problem(bad).await.0, 400);
+    let unknown = format!("/auth/role?group={}", uuid::Uuid::new_v4());
+    let r = signed(&server, "GET", &unknown, ADMIN_AK, ADMIN_SK, None)
+        .await
+        .unwrap();
+    assert_eq!(problem(r).await.0, 404);
+    let project = default_project_id(&db).await;
+    let r = signed(
+        &server,
+        "GET",
+        &format!("/auth/role?group={project}"),
+        USER_AK,
+        USER_SK,
+        None,
+    )
+    .await
+    .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["group_role"], "user");
 
     // Public endpoints need no signature.
     let a: serde_json::Value = reqwest::get(format!("{}/manager/announcement", server.base))
@@ -138,7 +154,7 @@ async fn signed_requests_from_the_default_fixture() {
 #[tokio::test]
 async fn the_fixture_is_idempotent() {
     let db = TestDb::new().await;
-    for expect in ["created 5", "created 0"] {
+    for expect in ["created 6", "created 0"] {
         let out = manager(&db)
             .args(["fixture", "populate", "fixtures/default.json"])
             .output()
@@ -208,4 +224,28 @@ async fn a_user_limited_to_some_addresses_is_refused_from_others() {
             .status(),
         200
     );
+}
+
+async fn default_project_id(db: &TestDb) -> uuid::Uuid {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows: Vec<Row> = diesel::sql_query("SELECT id FROM groups WHERE name = 'default'")
+            .load(&mut db.connection().await)
+            .await
+            .unwrap();
+        if let Some(r) = <[Row]>::first(&rows) {
+            return r.id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the default project was never projected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

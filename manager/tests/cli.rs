@@ -207,5 +207,8 @@ async fn projections_rebuild_replays_and_unknown_names_are_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("there are: domains, users, keypairs"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("there are: domains, users, keypairs, projects")
+    );
 }

@@ -1,0 +1,164 @@
+//! Project workflows against the real event store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
+use manager_command::handler::CommandHandler;
+use manager_command::project::{
+    AddProjectMembers, CreateProject, ProjectFields, PurgeProject, RemoveProjectMembers,
+};
+use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus};
+use manager_events::testing::TestDb;
+use manager_events::{EventMetadata, ProblemKind};
+use uuid::Uuid;
+
+fn project(name: &str, domain: &str) -> CreateProject {
+    CreateProject {
+        id: Uuid::new_v4(),
+        fields: ProjectFields {
+            name: name.into(),
+            domain_name: domain.into(),
+            description: String::new(),
+            is_active: true,
+            total_resource_slots: Default::default(),
+            allowed_vfolder_hosts: Default::default(),
+            integration_id: None,
+            resource_policy: "default".into(),
+        },
+    }
+}
+
+async fn setup() -> (TestDb, CommandHandler) {
+    let db = TestDb::new().await;
+    let handler = CommandHandler::new(db.store().await);
+    for d in ["default", "other"] {
+        handler
+            .execute::<Domain>(
+                &domain::stream_id(d),
+                DomainCommand::Create {
+                    name: d.into(),
+                    fields: DomainFields {
+                        is_active: true,
+                        ..Default::default()
+                    },
+                },
+                EventMetadata::default(),
+            )
+            .await
+            .unwrap();
+    }
+    (db, handler)
+}
+
+async fn user(handler: &CommandHandler, email: &str, domain: &str) -> Uuid {
+    let uuid = Uuid::new_v4();
+    let fields = UserFields {
+        username: email.into(),
+        email: email.into(),
+        full_name: String::new(),
+        description: String::new(),
+        need_password_change: false,
+        status: UserStatus::Active,
+        role: UserRole::User,
+        domain_name: domain.into(),
+        resource_policy: "default".into(),
+        allowed_client_ip: None,
+        totp_activated: false,
+        sudo_session_enabled: false,
+    };
+    handler
+        .transact(
+            &CreateUser {
+                uuid,
+                fields,
+                password_hash: "$argon2id$x".into(),
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    uuid
+}
+
+#[tokio::test]
+async fn project_names_are_unique_per_domain_and_members_come_from_it() {
+    let (_db, handler) = setup().await;
+    let research = project("Research", "default");
+    handler
+        .transact(&research, EventMetadata::default())
+        .await
+        .unwrap();
+    let p = handler
+        .transact(&project("research", "default"), EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(
+        p.msg
+            .as_deref()
+            .unwrap_or("")
+            .contains("project name is already in use"),
+        "{p}"
+    );
+    handler
+        .transact(&project("research", "other"), EventMetadata::default())
+        .await
+        .unwrap();
+    let p = handler
+        .transact(&project("x", "nowhere"), EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert_eq!(p.kind, ProblemKind::ObjectNotFound("domain"));
+
+    let alice = user(&handler, "alice@example.com", "default").await;
+    let mallory = user(&handler, "mallory@example.com", "other").await;
+    handler
+        .transact(
+            &AddProjectMembers {
+                id: research.id,
+                users: vec![alice],
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let p = handler
+        .transact(
+            &AddProjectMembers {
+                id: research.id,
+                users: vec![mallory],
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        p.msg.as_deref().unwrap_or("").contains("belongs to domain"),
+        "{p}"
+    );
+
+    // A project with members cannot be purged; once empty it can, and its
+    // name is free again.
+    let p = handler
+        .transact(&PurgeProject { id: research.id }, EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(p.msg.as_deref().unwrap_or("").contains("1 member"), "{p}");
+    handler
+        .transact(
+            &RemoveProjectMembers {
+                id: research.id,
+                users: vec![alice],
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    handler
+        .transact(&PurgeProject { id: research.id }, EventMetadata::default())
+        .await
+        .unwrap();
+    handler
+        .transact(&project("research", "default"), EventMetadata::default())
+        .await
+        .unwrap();
+}

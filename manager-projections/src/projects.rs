@@ -1,0 +1,142 @@
+//! The `groups` and `association_groups_users` read models: projects and
+//! their members, named as in the reference.
+
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use manager_events::RecordedEvent;
+use manager_events::codec::decode;
+use manager_events::project::{self, ProjectEvent};
+use uuid::Uuid;
+
+use crate::runner::{ProjectionError, Projector};
+
+/// Projects project streams into `groups` and `association_groups_users`.
+pub struct ProjectsProjector;
+
+fn json(v: &impl serde::Serialize) -> Result<String, ProjectionError> {
+    serde_json::to_string(v).map_err(|e| ProjectionError::Other(e.to_string()))
+}
+
+async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
+    if e.stream_type != project::STREAM_TYPE {
+        return Ok(());
+    }
+    let event: ProjectEvent =
+        decode(&e.event_type, &e.payload).map_err(|source| ProjectionError::Codec {
+            position: e.position,
+            source,
+        })?;
+    let id: Uuid = e
+        .stream_id
+        .strip_prefix("project:")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            ProjectionError::Other(format!("bad project stream id {:?}", e.stream_id))
+        })?;
+    let position = i64::try_from(e.position).unwrap_or(i64::MAX);
+    match event {
+        ProjectEvent::ProjectCreated { fields: f, .. } => {
+            diesel::sql_query(
+                "INSERT INTO groups (id, name, domain_name, description, is_active, total_resource_slots, \
+                 allowed_vfolder_hosts, integration_id, resource_policy, created_at, modified_at, position) \
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $10, $11)",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<Text, _>(f.name)
+            .bind::<Text, _>(f.domain_name)
+            .bind::<Text, _>(f.description)
+            .bind::<Bool, _>(f.is_active)
+            .bind::<Text, _>(json(&f.total_resource_slots)?)
+            .bind::<Text, _>(json(&f.allowed_vfolder_hosts)?)
+            .bind::<Nullable<Text>, _>(f.integration_id)
+            .bind::<Text, _>(f.resource_policy)
+            .bind::<Timestamptz, _>(e.recorded_at)
+            .bind::<BigInt, _>(position)
+            .execute(conn)
+            .await?;
+        }
+        ProjectEvent::ProjectModified(p) => {
+            diesel::sql_query(
+                "UPDATE groups SET description = coalesce($2, description), is_active = coalesce($3, is_active), \
+                 total_resource_slots = coalesce($4::jsonb, total_resource_slots), \
+                 allowed_vfolder_hosts = coalesce($5::jsonb, allowed_vfolder_hosts), \
+                 integration_id = CASE WHEN $6::text IS NULL THEN integration_id ELSE nullif($6::text, '') END, \
+                 resource_policy = coalesce($7, resource_policy), modified_at = $8, position = $9 WHERE id = $1",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<Nullable<Text>, _>(p.description)
+            .bind::<Nullable<Bool>, _>(p.is_active)
+            .bind::<Nullable<Text>, _>(p.total_resource_slots.as_ref().map(json).transpose()?)
+            .bind::<Nullable<Text>, _>(p.allowed_vfolder_hosts.as_ref().map(json).transpose()?)
+            .bind::<Nullable<Text>, _>(p.integration_id)
+            .bind::<Nullable<Text>, _>(p.resource_policy)
+            .bind::<Timestamptz, _>(e.recorded_at)
+            .bind::<BigInt, _>(position)
+            .execute(conn)
+            .await?;
+        }
+        ProjectEvent::ProjectDeactivated => {
+            diesel::sql_query("UPDATE groups SET is_active = false, modified_at = $2, position = $3 WHERE id = $1")
+                .bind::<SqlUuid, _>(id)
+                .bind::<Timestamptz, _>(e.recorded_at)
+                .bind::<BigInt, _>(position)
+                .execute(conn)
+                .await?;
+        }
+        ProjectEvent::ProjectPurged => {
+            diesel::sql_query("DELETE FROM association_groups_users WHERE group_id = $1")
+                .bind::<SqlUuid, _>(id)
+                .execute(conn)
+                .await?;
+            diesel::sql_query("DELETE FROM groups WHERE id = $1")
+                .bind::<SqlUuid, _>(id)
+                .execute(conn)
+                .await?;
+        }
+        ProjectEvent::ProjectMemberAdded { user_uuid } => {
+            diesel::sql_query(
+                "INSERT INTO association_groups_users (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(user_uuid)
+            .execute(conn)
+            .await?;
+        }
+        ProjectEvent::ProjectMemberRemoved { user_uuid } => {
+            diesel::sql_query(
+                "DELETE FROM association_groups_users WHERE group_id = $1 AND user_id = $2",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(user_uuid)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Projector for ProjectsProjector {
+    fn name(&self) -> &'static str {
+        "projects"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["groups", "association_groups_users"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        async move {
+            for e in events {
+                apply_one(conn, e).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE association_groups_users;
+DROP TABLE groups;
