@@ -15,9 +15,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A consistency boundary: its own stream of events, its own invariants.
-pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     /// The stream type in the log, e.g. `domain`.
     const STREAM_TYPE: &'static str;
+    /// Version of the state's serialized form in snapshots. Bump it when the
+    /// state's shape changes: older snapshots are then ignored (the stream is
+    /// replayed) rather than misread.
+    const SNAPSHOT_SCHEMA: u32 = 1;
     /// What callers ask of it.
     type Command: Send + Sync;
     /// What it records: an externally tagged serde enum (one variant per event type).

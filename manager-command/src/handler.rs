@@ -37,6 +37,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Aggregates kept in memory; past this many the cache is emptied.
 pub const DEFAULT_CACHE_ENTRIES: usize = 50_000;
 
+/// A snapshot is saved when loading an aggregate replayed this many events.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 500;
+
 /// What became of a single-aggregate command.
 #[derive(Debug, Clone)]
 pub struct Executed<A: Aggregate> {
@@ -287,6 +290,7 @@ pub struct CommandHandler {
     cache: Arc<Mutex<HashMap<String, Cached>>>,
     max_attempts: u32,
     cache_entries: usize,
+    snapshot_every: u64,
 }
 
 impl CommandHandler {
@@ -297,6 +301,7 @@ impl CommandHandler {
             cache: Arc::new(Mutex::new(HashMap::new())),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
         }
     }
 
@@ -306,17 +311,29 @@ impl CommandHandler {
         self
     }
 
+    /// Saves a snapshot whenever loading replays at least `events` events.
+    pub fn with_snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events.max(1);
+        self
+    }
+
     /// The event store.
     pub fn store(&self) -> &EventStore {
         &self.store
     }
 
-    /// The aggregate's current state and version (0 when it has no events).
+    /// The aggregate's current state and version (0 when it has no events):
+    /// from the cache, else from its latest snapshot, brought up to date with
+    /// the events after it. Loading that replays many events saves a new
+    /// snapshot (best effort), so long streams load fast the next time.
     pub async fn load<A: Aggregate>(
         &self,
         stream_id: &str,
     ) -> Result<(A, u64), CommandError<A::Error>> {
-        let (mut state, mut version) = self.cached::<A>(stream_id).unwrap_or_default();
+        let (mut state, mut version) = match self.cached::<A>(stream_id) {
+            Some(cached) => cached,
+            None => self.snapshot::<A>(stream_id).await.unwrap_or_default(),
+        };
         let newer = self.store.read_stream(stream_id, version).await?;
         for recorded in &newer {
             let event: A::Event =
@@ -333,7 +350,48 @@ impl CommandHandler {
         if !newer.is_empty() {
             self.remember(stream_id, Arc::new(state.clone()), version);
         }
+        if newer.len() as u64 >= self.snapshot_every {
+            self.save_snapshot(stream_id, &state, version).await;
+        }
         Ok((state, version))
+    }
+
+    /// The latest usable snapshot: same stream type and state schema.
+    async fn snapshot<A: Aggregate>(&self, stream_id: &str) -> Option<(A, u64)> {
+        let snap = match self.store.load_snapshot(stream_id).await {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::warn!(stream_id, error = %e, "snapshot unavailable; replaying the stream");
+                return None;
+            }
+        };
+        if snap.stream_type != A::STREAM_TYPE || snap.schema_version != A::SNAPSHOT_SCHEMA {
+            return None;
+        }
+        match serde_json::from_value::<A>(snap.state) {
+            Ok(state) => Some((state, snap.stream_version)),
+            Err(e) => {
+                tracing::warn!(stream_id, error = %e, "snapshot unreadable; replaying the stream");
+                None
+            }
+        }
+    }
+
+    async fn save_snapshot<A: Aggregate>(&self, stream_id: &str, state: &A, version: u64) {
+        let Ok(json) = serde_json::to_value(state) else {
+            return;
+        };
+        let snapshot = manager_events::Snapshot {
+            stream_id: stream_id.to_owned(),
+            stream_type: A::STREAM_TYPE.to_owned(),
+            stream_version: version,
+            schema_version: A::SNAPSHOT_SCHEMA,
+            state: json,
+            taken_at: None,
+        };
+        if let Err(e) = self.store.save_snapshot(&snapshot).await {
+            tracing::warn!(stream_id, error = %e, "could not save a snapshot");
+        }
     }
 
     /// Decides `command` against one aggregate and appends the result; see the

@@ -7,7 +7,7 @@ use manager_events::{Problem, ProblemKind};
 use crate::aggregate::Aggregate;
 
 /// Who holds a value, if anyone.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reservation {
     /// The current holder.
     pub holder: Option<String>,

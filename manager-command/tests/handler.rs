@@ -201,3 +201,56 @@ async fn a_retried_command_returns_the_first_result() {
     assert_eq!(retry.position, first.position);
     assert_eq!(handler.store().head_position().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn long_streams_are_snapshotted_and_load_from_the_snapshot() {
+    use manager_command::domain::MemberKind;
+    let db = TestDb::new().await;
+    let id = domain::stream_id("big");
+    let handler = CommandHandler::new(db.store().await).with_snapshot_every(50);
+    handler
+        .execute::<Domain>(&id, create("big"), EventMetadata::default())
+        .await
+        .unwrap();
+    for i in 0..120 {
+        handler
+            .execute::<Domain>(
+                &id,
+                DomainCommand::AddMember {
+                    kind: MemberKind::User,
+                    id: format!("u{i}"),
+                },
+                EventMetadata::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        handler.store().load_snapshot(&id).await.unwrap().is_none(),
+        "the warm cache needed no replay"
+    );
+    // A cold process replays 121 events and leaves a snapshot behind ...
+    let cold = CommandHandler::new(db.store().await).with_snapshot_every(50);
+    let (state, version) = cold.load::<Domain>(&id).await.unwrap();
+    assert_eq!((state.members.len(), version), (120, 121));
+    let snap = cold
+        .store()
+        .load_snapshot(&id)
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(snap.stream_version, 121);
+    // ... from which the next cold process starts, reading only what follows.
+    cold.execute::<Domain>(&id, describe("after"), EventMetadata::default())
+        .await
+        .unwrap();
+    let next = CommandHandler::new(db.store().await);
+    let (from_snapshot, version) = next.load::<Domain>(&id).await.unwrap();
+    assert_eq!(version, 122);
+    assert_eq!(from_snapshot.fields.description, "after");
+    assert_eq!(
+        from_snapshot,
+        cold.load::<Domain>(&id).await.unwrap().0,
+        "same state as a full replay"
+    );
+}

@@ -92,7 +92,7 @@ impl From<DomainError> for Problem {
 }
 
 /// A domain's state as folded from its stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Domain {
     /// `None` until created.
     pub name: Option<String>,

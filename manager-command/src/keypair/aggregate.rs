@@ -54,7 +54,7 @@ impl From<KeypairError> for Problem {
 }
 
 /// A keypair's state as folded from its stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Keypair {
     /// `None` until created.
     pub access_key: Option<String>,

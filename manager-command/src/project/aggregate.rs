@@ -67,7 +67,7 @@ impl From<ProjectError> for Problem {
 }
 
 /// A project's state as folded from its stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Project {
     /// `None` until created.
     pub id: Option<Uuid>,

@@ -68,7 +68,7 @@ impl From<UserError> for Problem {
 }
 
 /// A user's state as folded from its stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     /// `None` until created.
     pub uuid: Option<Uuid>,
