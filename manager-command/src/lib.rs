@@ -19,9 +19,10 @@
 //! - [`keypair`]: the keypair aggregate, key generation and sealing, and the
 //!   workflows that keep a keypair and its owner consistent.
 //! - [`project`]: projects (the reference's groups) and their members.
+//! - [`policy`]: keypair resource policies.
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //!
-//! The other identity aggregates (policies, scaling
+//! The other identity aggregates (user/project policies, scaling
 //! groups, presets) and the HTTP endpoints come next.
 //!
 //! # Guarantees
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod domain;
 pub mod handler;
 pub mod keypair;
+pub mod policy;
 pub mod project;
 pub mod reservation;
 pub mod user;

@@ -8,6 +8,7 @@ use manager_command::handler::CommandHandler;
 use manager_command::keypair::{
     CreateKeypair, DeleteKeypair, NewKeypair, generate_access_key, generate_secret_key,
 };
+use manager_command::policy::{KeypairPolicy, KeypairPolicyCommand, default_fields};
 use manager_command::user::{
     CreateUser, User, UserCommand, UserFields, UserPatch, UserRole, UserStatus,
 };
@@ -36,6 +37,17 @@ async fn setup() -> (TestDb, CommandHandler, KeyStore, Uuid) {
                     is_active: true,
                     ..Default::default()
                 },
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    handler
+        .execute::<KeypairPolicy>(
+            &manager_command::policy::stream_id("default"),
+            KeypairPolicyCommand::Create {
+                name: "default".into(),
+                fields: default_fields(),
             },
             EventMetadata::default(),
         )
@@ -271,4 +283,64 @@ async fn purging_a_user_deletes_its_keypairs_and_their_secrets() {
             "{ak}'s secret is gone"
         );
     }
+}
+
+#[tokio::test]
+async fn a_keypair_needs_an_existing_policy_and_a_used_policy_cannot_be_deleted() {
+    use manager_command::policy::delete_keypair_policy;
+    let (_db, handler, keys, uuid) = setup().await;
+    let mut bad = new("AKIANOPOLICY", uuid);
+    bad.resource_policy = "missing".into();
+    let create = CreateKeypair::prepare(&keys, bad, "s").await.unwrap();
+    let p = handler
+        .transact(&create, EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        p.kind,
+        ProblemKind::ObjectNotFound("keypair resource policy")
+    );
+
+    let create = CreateKeypair::prepare(&keys, new("AKIAPOLICY", uuid), "s")
+        .await
+        .unwrap();
+    handler
+        .transact(&create, EventMetadata::default())
+        .await
+        .unwrap();
+    ProjectionRunner::new(handler.store().clone(), manager_projections::all(), 100)
+        .catch_up()
+        .await
+        .unwrap();
+    let p = delete_keypair_policy(&handler, "default", EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(p.msg.as_deref().unwrap_or("").contains("still use"), "{p}");
+
+    handler
+        .transact(
+            &DeleteKeypair {
+                access_key: "AKIAPOLICY".into(),
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    ProjectionRunner::new(handler.store().clone(), manager_projections::all(), 100)
+        .catch_up()
+        .await
+        .unwrap();
+    delete_keypair_policy(&handler, "default", EventMetadata::default())
+        .await
+        .unwrap();
+    let again = CreateKeypair::prepare(&keys, new("AKIAAFTER", uuid), "s")
+        .await
+        .unwrap();
+    assert!(
+        handler
+            .transact(&again, EventMetadata::default())
+            .await
+            .is_err(),
+        "the policy is gone"
+    );
 }

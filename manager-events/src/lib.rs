@@ -15,7 +15,7 @@
 //! - [`snapshot`]: saving and loading aggregate snapshots.
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`codec`]: how typed domain events become log entries and back.
-//! - [`domain`], [`project`], [`user`], [`keypair`], [`reservation`]: the vocabulary of each aggregate
+//! - [`domain`], [`project`], [`user`], [`keypair`], [`policy`], [`reservation`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`migrations`]: the embedded schema.
 //! - [`secrets`]: envelope encryption of keypair secret keys.
@@ -52,6 +52,7 @@ pub mod error;
 pub mod event;
 pub mod keypair;
 pub mod migrations;
+pub mod policy;
 pub mod problem;
 pub mod project;
 pub mod reservation;

@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
 use manager_command::handler::CommandHandler;
 use manager_command::keypair::{self, CreateKeypair, Keypair, NewKeypair};
+use manager_command::policy::{KeypairPolicy, KeypairPolicyCommand, default_fields};
 use manager_command::project::{AddProjectMembers, CreateProject, ProjectFields};
 use manager_command::reservation::Reservation;
 use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus, password};
@@ -24,6 +25,9 @@ pub struct Fixture {
     /// Domains to create.
     #[serde(default)]
     pub domains: Vec<FixtureDomain>,
+    /// Keypair resource policies to create (with the reference's defaults).
+    #[serde(default)]
+    pub keypair_resource_policies: Vec<FixturePolicy>,
     /// Users to create.
     #[serde(default)]
     pub users: Vec<FixtureUser>,
@@ -49,6 +53,14 @@ pub struct FixtureProject {
     /// Members, by e-mail.
     #[serde(default)]
     pub members: Vec<String>,
+}
+
+/// A keypair resource policy of a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixturePolicy {
+    /// Its name.
+    pub name: String,
 }
 
 /// A domain of a fixture.
@@ -185,6 +197,30 @@ pub async fn populate(
             .await
             .map_err(|e| anyhow!("domain {}: {e}", d.name))?;
         report.created.push(format!("domain {}", d.name));
+    }
+    for p in &fixture.keypair_resource_policies {
+        let id = manager_command::policy::stream_id(&p.name);
+        let (existing, _) = handler
+            .load::<KeypairPolicy>(&id)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        if existing.name.is_some() {
+            report
+                .existing
+                .push(format!("keypair resource policy {}", p.name));
+            continue;
+        }
+        let command = KeypairPolicyCommand::Create {
+            name: p.name.clone(),
+            fields: default_fields(),
+        };
+        handler
+            .execute::<KeypairPolicy>(&id, command, meta("keypair-resource-policy"))
+            .await
+            .map_err(|e| anyhow!("keypair resource policy {}: {e}", p.name))?;
+        report
+            .created
+            .push(format!("keypair resource policy {}", p.name));
     }
     for u in &fixture.users {
         if user_by_email(&handler, &u.email).await?.is_some() {

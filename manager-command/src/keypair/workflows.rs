@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Keypair, KeypairCommand};
 use crate::handler::{Tx, Workflow};
+use crate::policy::KeypairPolicy;
 use crate::user::{User, UserCommand};
 
 /// A new access key in the reference's shape: `AKIA` and 16 letters or digits.
@@ -99,6 +100,19 @@ impl Workflow for CreateKeypair {
                 "keypairs belong to active users; this user is {}",
                 owner.status.as_str()
             )));
+        }
+        // The policy must exist. Loading it makes its version a precondition
+        // of the append, so a concurrent deletion of the policy conflicts.
+        let policy = tx
+            .load::<KeypairPolicy>(&crate::policy::stream_id(&new.resource_policy))
+            .await?;
+        if policy.live().is_none() {
+            return Err(
+                Problem::new(ProblemKind::ObjectNotFound("keypair resource policy")).msg(format!(
+                    "no keypair resource policy named {:?}",
+                    new.resource_policy
+                )),
+            );
         }
         let fields = KeypairFields {
             user_uuid: new.user_uuid,
