@@ -3,20 +3,15 @@
 
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use manager_events::RecordedEvent;
 use manager_events::codec::decode;
 use manager_events::domain::{self, DomainEvent};
 
-use crate::runner::{ProjectionError, Projector};
+use crate::runner::ProjectionError;
+use crate::support::{json, per_event_projector};
 
 /// Projects domain streams into `domains`.
 pub struct DomainsProjector;
-
-fn json(v: &impl serde::Serialize) -> Result<String, ProjectionError> {
-    serde_json::to_string(v).map_err(|e| ProjectionError::Other(e.to_string()))
-}
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
     if e.stream_type != domain::STREAM_TYPE {
@@ -102,26 +97,4 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
     Ok(())
 }
 
-impl Projector for DomainsProjector {
-    fn name(&self) -> &'static str {
-        "domains"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["domains"]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        async move {
-            for e in events {
-                apply_one(conn, e).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-}
+per_event_projector!(DomainsProjector, "domains", ["domains"], apply_one);

@@ -3,13 +3,12 @@
 
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use manager_events::RecordedEvent;
 use manager_events::codec::decode;
 use manager_events::keypair::{self, KeypairEvent};
 
-use crate::runner::{ProjectionError, Projector};
+use crate::runner::ProjectionError;
+use crate::support::per_event_projector;
 
 /// Projects keypair streams into `keypairs`.
 pub struct KeypairsProjector;
@@ -75,26 +74,4 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
     Ok(())
 }
 
-impl Projector for KeypairsProjector {
-    fn name(&self) -> &'static str {
-        "keypairs"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["keypairs"]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        async move {
-            for e in events {
-                apply_one(conn, e).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-}
+per_event_projector!(KeypairsProjector, "keypairs", ["keypairs"], apply_one);

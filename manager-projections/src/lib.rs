@@ -24,6 +24,7 @@ pub mod keypairs;
 pub mod projects;
 pub mod rebuild;
 pub mod runner;
+mod support;
 pub mod users;
 
 pub use runner::{ProjectionError, ProjectionRunner, Projector, ProjectorStatus};

@@ -3,21 +3,16 @@
 
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use manager_events::RecordedEvent;
 use manager_events::codec::decode;
 use manager_events::project::{self, ProjectEvent};
 use uuid::Uuid;
 
-use crate::runner::{ProjectionError, Projector};
+use crate::runner::ProjectionError;
+use crate::support::{json, per_event_projector, uuid_of};
 
 /// Projects project streams into `groups` and `association_groups_users`.
 pub struct ProjectsProjector;
-
-fn json(v: &impl serde::Serialize) -> Result<String, ProjectionError> {
-    serde_json::to_string(v).map_err(|e| ProjectionError::Other(e.to_string()))
-}
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
     if e.stream_type != project::STREAM_TYPE {
@@ -28,13 +23,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             position: e.position,
             source,
         })?;
-    let id: Uuid = e
-        .stream_id
-        .strip_prefix("project:")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            ProjectionError::Other(format!("bad project stream id {:?}", e.stream_id))
-        })?;
+    let id: Uuid = uuid_of(&e.stream_id, "project:")?;
     let position = i64::try_from(e.position).unwrap_or(i64::MAX);
     match event {
         ProjectEvent::ProjectCreated { fields: f, .. } => {
@@ -117,26 +106,9 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
     Ok(())
 }
 
-impl Projector for ProjectsProjector {
-    fn name(&self) -> &'static str {
-        "projects"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["groups", "association_groups_users"]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        async move {
-            for e in events {
-                apply_one(conn, e).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-}
+per_event_projector!(
+    ProjectsProjector,
+    "projects",
+    ["groups", "association_groups_users"],
+    apply_one
+);

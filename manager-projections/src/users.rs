@@ -2,21 +2,16 @@
 
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use manager_events::RecordedEvent;
 use manager_events::codec::decode;
 use manager_events::user::{self, UserEvent};
 use uuid::Uuid;
 
-use crate::runner::{ProjectionError, Projector};
+use crate::runner::ProjectionError;
+use crate::support::{json, per_event_projector, uuid_of};
 
 /// Projects user streams into `users`.
 pub struct UsersProjector;
-
-fn json(v: &impl serde::Serialize) -> Result<String, ProjectionError> {
-    serde_json::to_string(v).map_err(|e| ProjectionError::Other(e.to_string()))
-}
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
     if e.stream_type != user::STREAM_TYPE {
@@ -27,11 +22,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             position: e.position,
             source,
         })?;
-    let id: Uuid = e
-        .stream_id
-        .strip_prefix("user:")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ProjectionError::Other(format!("bad user stream id {:?}", e.stream_id)))?;
+    let id: Uuid = uuid_of(&e.stream_id, "user:")?;
     let position = i64::try_from(e.position).unwrap_or(i64::MAX);
     match event {
         UserEvent::UserCreated {
@@ -133,26 +124,4 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
     Ok(())
 }
 
-impl Projector for UsersProjector {
-    fn name(&self) -> &'static str {
-        "users"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["users"]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        async move {
-            for e in events {
-                apply_one(conn, e).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-}
+per_event_projector!(UsersProjector, "users", ["users"], apply_one);

@@ -1,0 +1,47 @@
+//! Small pieces shared by the projectors.
+
+use crate::runner::ProjectionError;
+
+/// Serializes a value for a `jsonb` column.
+pub(crate) fn json(v: &impl serde::Serialize) -> Result<String, ProjectionError> {
+    serde_json::to_string(v).map_err(|e| ProjectionError::Other(e.to_string()))
+}
+
+/// The UUID at the end of a stream id such as `user:<uuid>`.
+pub(crate) fn uuid_of(stream_id: &str, prefix: &str) -> Result<uuid::Uuid, ProjectionError> {
+    stream_id
+        .strip_prefix(prefix)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ProjectionError::Other(format!("bad stream id {stream_id:?}")))
+}
+
+/// Implements [`crate::Projector`] for a projector that applies events one by
+/// one with `async fn apply_one(conn, event)`.
+macro_rules! per_event_projector {
+    ($ty:ty, $name:literal, [$($table:literal),+ $(,)?], $apply_one:path) => {
+        impl $crate::runner::Projector for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn tables(&self) -> &'static [&'static str] {
+                &[$($table),+]
+            }
+
+            fn apply<'a>(
+                &'a self,
+                conn: &'a mut diesel_async::AsyncPgConnection,
+                events: &'a [manager_events::RecordedEvent],
+            ) -> futures::future::BoxFuture<'a, Result<(), $crate::runner::ProjectionError>> {
+                futures::FutureExt::boxed(async move {
+                    for e in events {
+                        $apply_one(conn, e).await?;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use per_event_projector;
