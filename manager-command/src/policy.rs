@@ -75,15 +75,8 @@ impl KeypairPolicy {
     }
 }
 
-/// Policy names: 1–64 ASCII letters, digits, `-`, `_`, `.`, starting with a
-/// letter or digit (they form the stream id).
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+/// Policy names follow the domain-name rule (they form the stream id too).
+pub use crate::domain::valid_name;
 
 fn check(f: &KeypairPolicyFields) -> Result<(), KeypairPolicyError> {
     let non_negative = [

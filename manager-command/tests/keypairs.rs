@@ -3,15 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
+mod common;
+
 use manager_command::handler::CommandHandler;
 use manager_command::keypair::{
     CreateKeypair, DeleteKeypair, NewKeypair, generate_access_key, generate_secret_key,
 };
 use manager_command::policy::{KeypairPolicy, KeypairPolicyCommand, default_fields};
-use manager_command::user::{
-    CreateUser, User, UserCommand, UserFields, UserPatch, UserRole, UserStatus,
-};
+use manager_command::user::{User, UserCommand, UserPatch, UserStatus};
 use manager_events::secrets::{
     ClusterKey, DEVELOPMENT_CLUSTER_KEY, KeyStore, KeyStoreError, SecretError,
 };
@@ -28,20 +27,7 @@ async fn setup() -> (TestDb, CommandHandler, KeyStore, Uuid) {
         store.pool().clone(),
         ClusterKey::from_base64(DEVELOPMENT_CLUSTER_KEY).unwrap(),
     );
-    handler
-        .execute::<Domain>(
-            &domain::stream_id("default"),
-            DomainCommand::Create {
-                name: "default".into(),
-                fields: DomainFields {
-                    is_active: true,
-                    ..Default::default()
-                },
-            },
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    common::domains(&handler, &["default"]).await;
     handler
         .execute::<KeypairPolicy>(
             &manager_command::policy::stream_id("default"),
@@ -53,32 +39,7 @@ async fn setup() -> (TestDb, CommandHandler, KeyStore, Uuid) {
         )
         .await
         .unwrap();
-    let uuid = Uuid::new_v4();
-    let fields = UserFields {
-        username: "alice".into(),
-        email: "alice@example.com".into(),
-        full_name: String::new(),
-        description: String::new(),
-        need_password_change: false,
-        status: UserStatus::Active,
-        role: UserRole::User,
-        domain_name: "default".into(),
-        resource_policy: "default".into(),
-        allowed_client_ip: None,
-        totp_activated: false,
-        sudo_session_enabled: false,
-    };
-    handler
-        .transact(
-            &CreateUser {
-                uuid,
-                fields,
-                password_hash: "$argon2id$x".into(),
-            },
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    let uuid = common::user(&handler, "alice@example.com", "default").await;
     (db, handler, keys, uuid)
 }
 

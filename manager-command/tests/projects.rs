@@ -2,12 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
 use manager_command::handler::CommandHandler;
 use manager_command::project::{
     AddProjectMembers, CreateProject, ProjectFields, PurgeProject, RemoveProjectMembers,
 };
-use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus};
 use manager_events::testing::TestDb;
 use manager_events::{EventMetadata, ProblemKind};
 use uuid::Uuid;
@@ -28,56 +26,15 @@ fn project(name: &str, domain: &str) -> CreateProject {
     }
 }
 
+mod common;
+
+use common::user;
+
 async fn setup() -> (TestDb, CommandHandler) {
     let db = TestDb::new().await;
     let handler = CommandHandler::new(db.store().await);
-    for d in ["default", "other"] {
-        handler
-            .execute::<Domain>(
-                &domain::stream_id(d),
-                DomainCommand::Create {
-                    name: d.into(),
-                    fields: DomainFields {
-                        is_active: true,
-                        ..Default::default()
-                    },
-                },
-                EventMetadata::default(),
-            )
-            .await
-            .unwrap();
-    }
+    common::domains(&handler, &["default", "other"]).await;
     (db, handler)
-}
-
-async fn user(handler: &CommandHandler, email: &str, domain: &str) -> Uuid {
-    let uuid = Uuid::new_v4();
-    let fields = UserFields {
-        username: email.into(),
-        email: email.into(),
-        full_name: String::new(),
-        description: String::new(),
-        need_password_change: false,
-        status: UserStatus::Active,
-        role: UserRole::User,
-        domain_name: domain.into(),
-        resource_policy: "default".into(),
-        allowed_client_ip: None,
-        totp_activated: false,
-        sudo_session_enabled: false,
-    };
-    handler
-        .transact(
-            &CreateUser {
-                uuid,
-                fields,
-                password_hash: "$argon2id$x".into(),
-            },
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
-    uuid
 }
 
 #[tokio::test]

@@ -3,57 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
+use manager_command::domain::{self, Domain, DomainCommand};
 use manager_command::handler::CommandHandler;
-use manager_command::user::{
-    CreateUser, PurgeUser, User, UserFields, UserRole, UserStatus, password,
-};
+use manager_command::user::{CreateUser, PurgeUser, User, password};
 use manager_events::testing::TestDb;
 use manager_events::{EventMetadata, ProblemKind};
-use uuid::Uuid;
 
-fn fields(email: &str, username: &str, domain: &str) -> UserFields {
-    UserFields {
-        username: username.into(),
-        email: email.into(),
-        full_name: String::new(),
-        description: String::new(),
-        need_password_change: false,
-        status: UserStatus::Active,
-        role: UserRole::User,
-        domain_name: domain.into(),
-        resource_policy: "default".into(),
-        allowed_client_ip: None,
-        totp_activated: false,
-        sudo_session_enabled: false,
-    }
-}
+mod common;
 
-fn create(email: &str, username: &str, domain: &str) -> CreateUser {
-    CreateUser {
-        uuid: Uuid::new_v4(),
-        fields: fields(email, username, domain),
-        password_hash: "$argon2id$test".into(),
-    }
-}
+use common::new_user as create;
 
 async fn setup() -> (TestDb, CommandHandler) {
     let db = TestDb::new().await;
     let handler = CommandHandler::new(db.store().await);
-    handler
-        .execute::<Domain>(
-            &domain::stream_id("default"),
-            DomainCommand::Create {
-                name: "default".into(),
-                fields: DomainFields {
-                    is_active: true,
-                    ..Default::default()
-                },
-            },
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    common::domains(&handler, &["default"]).await;
     (db, handler)
 }
 

@@ -117,8 +117,8 @@ impl Domain {
     }
 }
 
-/// Domain names: 1–64 ASCII letters, digits, `-`, `_`, `.`, starting with a
-/// letter or digit (they also form the stream id).
+/// Names that are also stream ids (domains, policies): 1–64 ASCII letters,
+/// digits, `-`, `_`, `.`, starting with a letter or digit.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.as_bytes()[0].is_ascii_alphanumeric()

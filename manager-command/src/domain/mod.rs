@@ -11,6 +11,7 @@ mod aggregate;
 
 pub use aggregate::{
     Domain, DomainCommand, DomainError, DomainEvent, DomainFields, DomainPatch, MemberKind,
+    valid_name,
 };
 
 pub use manager_events::domain::stream_id;
