@@ -14,7 +14,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
-use manager_command::auth::middleware::{Authenticator, authenticate};
+use manager_command::auth::middleware::{Authenticator, authenticate, check_api_version};
 use manager_events::{EventStore, Problem, ProblemKind};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -127,6 +127,7 @@ pub fn start(
             .app_data(pool.clone())
             .app_data(announcement_text.clone())
             .wrap(from_fn(authenticate))
+            .wrap(from_fn(check_api_version))
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
             .route("/manager/announcement", web::get().to(announcement))
             .configure(manager_query::rest::configure)

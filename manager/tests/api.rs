@@ -141,6 +141,19 @@ async fn signed_requests_from_the_default_fixture() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["group_role"], "user");
 
+    // An API version the manager does not know is refused before anything else.
+    let r = reqwest::Client::new()
+        .get(format!("{}/auth/role", server.base))
+        .header("X-BackendAI-Version", "v9.20990101")
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = problem(r).await;
+    assert_eq!(
+        (s, b["msg"].as_str()),
+        (400, Some("Unsupported API version."))
+    );
+
     // Public endpoints need no signature.
     let a: serde_json::Value = reqwest::get(format!("{}/manager/announcement", server.base))
         .await

@@ -258,6 +258,42 @@ pub async fn authenticate(
     }
 }
 
+/// API versions a client may ask for in `X-BackendAI-Version` (or the legacy
+/// `X-Sorna-Version`); the manager speaks the last one and serves older
+/// clients of the same line.
+pub const KNOWN_API_VERSIONS: &[&str] = &[
+    "v4.20181215",
+    "v4.20190115",
+    "v4.20190315",
+    "v4.20190615",
+    "v5.20191215",
+    "v6.20200815",
+    "v6.20210815",
+    "v6.20220315",
+    "v6.20220615",
+    "v6.20230315",
+    "v7.20230615",
+];
+
+/// Refuses a request that names an API version the manager does not know:
+/// 400 `generic-bad-request` "Unsupported API version.", as the reference.
+/// Requests without the header are served.
+pub async fn check_api_version(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let asked = header(&req, "x-backendai-version").or_else(|| header(&req, "x-sorna-version"));
+    if let Some(version) = asked
+        && !KNOWN_API_VERSIONS.contains(&version)
+    {
+        let problem = Problem::new(ProblemKind::GenericBadRequest).msg("Unsupported API version.");
+        return Ok(req.into_response(problem.error_response()));
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
