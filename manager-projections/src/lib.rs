@@ -16,11 +16,13 @@
 //! - [`users`]: the `users` read model.
 //! - [`keypairs`]: the `keypairs` read model (secrets stay sealed).
 //! - [`projects`]: the `groups` and `association_groups_users` read models.
+//! - [`policies`]: the `keypair_resource_policies` read model.
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
 pub mod domains;
 pub mod keypairs;
+pub mod policies;
 pub mod projects;
 pub mod rebuild;
 pub mod runner;
@@ -36,5 +38,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(users::UsersProjector),
         std::sync::Arc::new(keypairs::KeypairsProjector),
         std::sync::Arc::new(projects::ProjectsProjector),
+        std::sync::Arc::new(policies::KeypairPoliciesProjector),
     ]
 }

@@ -154,6 +154,43 @@ async fn signed_requests_from_the_default_fixture() {
         (400, Some("Unsupported API version."))
     );
 
+    // The default policy is projected with the reference's defaults.
+    {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Policy {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            default_for_unspecified: String,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            max_concurrent_sftp_sessions: i64,
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let p = loop {
+            let rows: Vec<Policy> = diesel::sql_query(
+                "SELECT default_for_unspecified, max_concurrent_sftp_sessions FROM keypair_resource_policies \
+                 WHERE name = 'default'",
+            )
+            .load(&mut db.connection().await)
+            .await
+            .unwrap();
+            if let Some(p) = rows.into_iter().next() {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the default policy was never projected"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            (
+                p.default_for_unspecified.as_str(),
+                p.max_concurrent_sftp_sessions
+            ),
+            ("UNLIMITED", 1)
+        );
+    }
+
     // Public endpoints need no signature.
     let a: serde_json::Value = reqwest::get(format!("{}/manager/announcement", server.base))
         .await

@@ -209,6 +209,6 @@ async fn projections_rebuild_replays_and_unknown_names_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("there are: domains, users, keypairs, projects")
+            .contains("there are: domains, users, keypairs, projects, keypair_resource_policies")
     );
 }

@@ -1,0 +1,1 @@
+DROP TABLE keypair_resource_policies;
