@@ -207,8 +207,10 @@ pub async fn delete_keypair_policy(
         .map_err(Into::into)
 }
 
-/// Default fields for a policy: the reference's defaults (limited, no
-/// quotas, one SFTP session, one container per session, cluster idle timeout).
+/// Fields of a permissive policy, as the reference's example fixture has it:
+/// unspecified slots unlimited, no quotas or session limits, one SFTP session,
+/// one container per session, the cluster's idle timeout. (A policy created
+/// through the API defaults to `LIMITED`, as the reference.)
 pub fn default_fields() -> KeypairPolicyFields {
     KeypairPolicyFields {
         default_for_unspecified: DefaultForUnspecified::Unlimited,
