@@ -21,9 +21,10 @@
 //! - [`project`]: projects (the reference's groups) and their members.
 //! - [`policy`]: keypair resource policies.
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
+//! - [`scaling_group`]: scaling groups and who may use them.
 //!
-//! The other identity aggregates (user/project policies, scaling
-//! groups, presets) and the HTTP endpoints come next.
+//! User/project resource policies, resource presets, GraphQL and the REST
+//! commands come next.
 //!
 //! # Guarantees
 //! - A command's events are appended only if the aggregate's stream is still
@@ -40,4 +41,5 @@ pub mod keypair;
 pub mod policy;
 pub mod project;
 pub mod reservation;
+pub mod scaling_group;
 pub mod user;

@@ -119,3 +119,56 @@ async fn project_names_are_unique_per_domain_and_members_come_from_it() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn scaling_groups_serve_existing_targets_and_stay_while_associated() {
+    use manager_command::scaling_group::{
+        self, AssociateScalingGroup, ScalingGroup, ScalingGroupCommand, default_fields,
+    };
+    use manager_events::scaling_group::ScalingGroupTarget;
+    let (_db, handler) = setup().await;
+    let id = scaling_group::stream_id("gpu");
+    handler
+        .execute::<ScalingGroup>(
+            &id,
+            ScalingGroupCommand::Create {
+                name: "gpu".into(),
+                fields: default_fields(),
+            },
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let to = |target| AssociateScalingGroup {
+        name: "gpu".into(),
+        target,
+    };
+    let p = handler
+        .transact(
+            &to(ScalingGroupTarget::Domain("nowhere".into())),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(p.status(), 404);
+    let p = handler
+        .transact(
+            &to(ScalingGroupTarget::Keypair("AKIANOBODY".into())),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(p.status(), 404);
+    handler
+        .transact(
+            &to(ScalingGroupTarget::Domain("default".into())),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let err = handler
+        .execute::<ScalingGroup>(&id, ScalingGroupCommand::Delete, EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("still associated"), "{err}");
+}

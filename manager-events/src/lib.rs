@@ -15,7 +15,8 @@
 //! - [`snapshot`]: saving and loading aggregate snapshots.
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`codec`]: how typed domain events become log entries and back.
-//! - [`domain`], [`project`], [`user`], [`keypair`], [`policy`], [`reservation`]: the vocabulary of each aggregate
+//! - [`domain`], [`project`], [`user`], [`keypair`], [`policy`],
+//!   [`scaling_group`], [`reservation`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`migrations`]: the embedded schema.
 //! - [`secrets`]: envelope encryption of keypair secret keys.
@@ -56,6 +57,7 @@ pub mod policy;
 pub mod problem;
 pub mod project;
 pub mod reservation;
+pub mod scaling_group;
 pub mod secrets;
 pub mod snapshot;
 pub mod store;

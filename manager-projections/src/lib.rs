@@ -17,6 +17,7 @@
 //! - [`keypairs`]: the `keypairs` read model (secrets stay sealed).
 //! - [`projects`]: the `groups` and `association_groups_users` read models.
 //! - [`policies`]: the `keypair_resource_policies` read model.
+//! - [`scaling_groups`]: scaling groups and their associations.
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
@@ -26,6 +27,7 @@ pub mod policies;
 pub mod projects;
 pub mod rebuild;
 pub mod runner;
+pub mod scaling_groups;
 mod support;
 pub mod users;
 
@@ -39,5 +41,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(keypairs::KeypairsProjector),
         std::sync::Arc::new(projects::ProjectsProjector),
         std::sync::Arc::new(policies::KeypairPoliciesProjector),
+        std::sync::Arc::new(scaling_groups::ScalingGroupsProjector),
     ]
 }

@@ -12,7 +12,11 @@ use manager_command::keypair::{self, CreateKeypair, Keypair, NewKeypair};
 use manager_command::policy::{KeypairPolicy, KeypairPolicyCommand, default_fields};
 use manager_command::project::{AddProjectMembers, CreateProject, ProjectFields};
 use manager_command::reservation::Reservation;
+use manager_command::scaling_group::{
+    self, AssociateScalingGroup, ScalingGroup, ScalingGroupCommand,
+};
 use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus, password};
+use manager_events::scaling_group::{ScalingGroupFields, ScalingGroupTarget};
 use manager_events::secrets::KeyStore;
 use manager_events::{EventMetadata, EventStore, reservation};
 use serde::Deserialize;
@@ -37,6 +41,27 @@ pub struct Fixture {
     /// Projects to create, with their members.
     #[serde(default)]
     pub projects: Vec<FixtureProject>,
+    /// Scaling groups to create, with the domains that may use them.
+    #[serde(default)]
+    pub scaling_groups: Vec<FixtureScalingGroup>,
+}
+
+/// A scaling group of a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureScalingGroup {
+    /// Its name.
+    pub name: String,
+    /// `fifo`, `lifo` or `drf`.
+    #[serde(default = "default_scheduler")]
+    pub scheduler: String,
+    /// Domains that may use it.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+fn default_scheduler() -> String {
+    "fifo".to_owned()
 }
 
 /// A project of a fixture.
@@ -334,6 +359,43 @@ pub async fn populate(
             .transact(&AddProjectMembers { id, users }, meta("project-members"))
             .await
             .map_err(|e| anyhow!("project {} members: {e}", p.name))?;
+    }
+    for g in &fixture.scaling_groups {
+        let id = scaling_group::stream_id(&g.name);
+        let (existing, _) = handler
+            .load::<ScalingGroup>(&id)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        if existing.name.is_some() {
+            report.existing.push(format!("scaling group {}", g.name));
+        } else {
+            let fields = ScalingGroupFields {
+                scheduler: g.scheduler.clone(),
+                ..scaling_group::default_fields()
+            };
+            handler
+                .execute::<ScalingGroup>(
+                    &id,
+                    ScalingGroupCommand::Create {
+                        name: g.name.clone(),
+                        fields,
+                    },
+                    meta("scaling-group"),
+                )
+                .await
+                .map_err(|e| anyhow!("scaling group {}: {e}", g.name))?;
+            report.created.push(format!("scaling group {}", g.name));
+        }
+        for d in &g.domains {
+            let associate = AssociateScalingGroup {
+                name: g.name.clone(),
+                target: ScalingGroupTarget::Domain(d.clone()),
+            };
+            handler
+                .transact(&associate, meta("scaling-group-association"))
+                .await
+                .map_err(|e| anyhow!("scaling group {} for domain {d}: {e}", g.name))?;
+        }
     }
     Ok(report)
 }

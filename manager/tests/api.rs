@@ -191,6 +191,29 @@ async fn signed_requests_from_the_default_fixture() {
         );
     }
 
+    // The default scaling group is offered to the default domain.
+    {
+        use diesel_async::RunQueryDsl;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let n = diesel::sql_query(
+                "SELECT 1 FROM scaling_groups g JOIN sgroups_for_domains d ON d.scaling_group = g.name \
+                 WHERE g.name = 'default' AND d.domain = 'default' AND g.scheduler = 'fifo'",
+            )
+            .execute(&mut db.connection().await)
+            .await
+            .unwrap();
+            if n == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the default scaling group was never projected"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     // Public endpoints need no signature.
     let a: serde_json::Value = reqwest::get(format!("{}/manager/announcement", server.base))
         .await
@@ -204,7 +227,7 @@ async fn signed_requests_from_the_default_fixture() {
 #[tokio::test]
 async fn the_fixture_is_idempotent() {
     let db = TestDb::new().await;
-    for expect in ["created 7", "created 0"] {
+    for expect in ["created 8", "created 0"] {
         let out = manager(&db)
             .args(["fixture", "populate", "fixtures/default.json"])
             .output()
