@@ -141,10 +141,9 @@ async fn commit_group(
                 }
             }
         }
-        Err(err) => {
-            let err = Arc::new(err);
+        Err(TxError::AtCommit(err)) => {
             for pending in group {
-                fail(pending, err.to_error());
+                fail(pending, EventStoreError::CommitUncertain(copy_error(&err)));
             }
         }
     }
@@ -204,24 +203,16 @@ impl TxError {
             TxError::AtCommit(e) => EventStoreError::CommitUncertain(e),
         }
     }
+}
 
-    /// A copy of the error for each call of a failed group.
-    fn to_error(&self) -> EventStoreError {
-        use diesel::result::Error as D;
-        let copy = |e: &D| match e {
-            D::DatabaseError(kind, info) => {
-                D::DatabaseError(*kind, Box::new(info.message().to_owned()))
-            }
-            other => D::QueryBuilderError(other.to_string().into()),
-        };
-        match self {
-            TxError::BeforeCommit(EventStoreError::Database(e)) => {
-                EventStoreError::Database(copy(e))
-            }
-            TxError::BeforeCommit(EventStoreError::Pool(e)) => EventStoreError::Pool(e.clone()),
-            TxError::BeforeCommit(other) => EventStoreError::Pool(other.to_string()),
-            TxError::AtCommit(e) => EventStoreError::CommitUncertain(copy(e)),
+/// A copy of a database error, one for each call of a group whose COMMIT failed.
+fn copy_error(e: &diesel::result::Error) -> diesel::result::Error {
+    use diesel::result::Error as D;
+    match e {
+        D::DatabaseError(kind, info) => {
+            D::DatabaseError(*kind, Box::new(info.message().to_owned()))
         }
+        other => D::QueryBuilderError(other.to_string().into()),
     }
 }
 

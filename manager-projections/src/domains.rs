@@ -4,24 +4,18 @@
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use manager_events::RecordedEvent;
-use manager_events::codec::decode;
 use manager_events::domain::{self, DomainEvent};
 
 use crate::runner::ProjectionError;
-use crate::support::{json, per_event_projector};
+use crate::support::{decode_if, json, per_event_projector};
 
 /// Projects domain streams into `domains`.
 pub struct DomainsProjector;
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    if e.stream_type != domain::STREAM_TYPE {
+    let Some(event) = decode_if::<DomainEvent>(e, domain::STREAM_TYPE)? else {
         return Ok(());
-    }
-    let event: DomainEvent =
-        decode(&e.event_type, &e.payload).map_err(|source| ProjectionError::Codec {
-            position: e.position,
-            source,
-        })?;
+    };
     let name = e.stream_id.strip_prefix("domain:").unwrap_or(&e.stream_id);
     let position = i64::try_from(e.position).unwrap_or(i64::MAX);
     match event {

@@ -4,24 +4,18 @@
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use manager_events::RecordedEvent;
-use manager_events::codec::decode;
 use manager_events::keypair::{self, KeypairEvent};
 
 use crate::runner::ProjectionError;
-use crate::support::per_event_projector;
+use crate::support::{decode_if, per_event_projector};
 
 /// Projects keypair streams into `keypairs`.
 pub struct KeypairsProjector;
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    if e.stream_type != keypair::STREAM_TYPE {
+    let Some(event) = decode_if::<KeypairEvent>(e, keypair::STREAM_TYPE)? else {
         return Ok(());
-    }
-    let event: KeypairEvent =
-        decode(&e.event_type, &e.payload).map_err(|source| ProjectionError::Codec {
-            position: e.position,
-            source,
-        })?;
+    };
     let ak = e.stream_id.strip_prefix("keypair:").unwrap_or(&e.stream_id);
     let position = i64::try_from(e.position).unwrap_or(i64::MAX);
     match event {

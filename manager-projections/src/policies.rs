@@ -3,13 +3,12 @@
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use manager_events::RecordedEvent;
-use manager_events::codec::decode;
 use manager_events::policy::{
     self, DefaultForUnspecified, KeypairPolicyEvent, KeypairPolicyFields,
 };
 
 use crate::runner::ProjectionError;
-use crate::support::{json, per_event_projector};
+use crate::support::{decode_if, json, per_event_projector};
 
 /// Projects keypair resource policy streams into `keypair_resource_policies`.
 pub struct KeypairPoliciesProjector;
@@ -59,14 +58,9 @@ async fn upsert(
 }
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    if e.stream_type != policy::STREAM_TYPE {
+    let Some(event) = decode_if::<KeypairPolicyEvent>(e, policy::STREAM_TYPE)? else {
         return Ok(());
-    }
-    let event: KeypairPolicyEvent =
-        decode(&e.event_type, &e.payload).map_err(|source| ProjectionError::Codec {
-            position: e.position,
-            source,
-        })?;
+    };
     let name = e
         .stream_id
         .strip_prefix("keypair-policy:")

@@ -4,13 +4,12 @@
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use manager_events::RecordedEvent;
-use manager_events::codec::decode;
 use manager_events::scaling_group::{
     self, ScalingGroupEvent, ScalingGroupFields, ScalingGroupTarget,
 };
 
 use crate::runner::ProjectionError;
-use crate::support::{json, per_event_projector};
+use crate::support::{decode_if, json, per_event_projector};
 
 /// Projects scaling group streams.
 pub struct ScalingGroupsProjector;
@@ -87,14 +86,9 @@ async fn associate(
 }
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    if e.stream_type != scaling_group::STREAM_TYPE {
+    let Some(event) = decode_if::<ScalingGroupEvent>(e, scaling_group::STREAM_TYPE)? else {
         return Ok(());
-    }
-    let event: ScalingGroupEvent =
-        decode(&e.event_type, &e.payload).map_err(|source| ProjectionError::Codec {
-            position: e.position,
-            source,
-        })?;
+    };
     let name = e
         .stream_id
         .strip_prefix("scaling-group:")

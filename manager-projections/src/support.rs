@@ -7,6 +7,23 @@ pub(crate) fn json(v: &impl serde::Serialize) -> Result<String, ProjectionError>
     serde_json::to_string(v).map_err(|e| ProjectionError::Other(e.to_string()))
 }
 
+/// The event, if it belongs to a stream of `stream_type`; other streams'
+/// events are not this projector's business.
+pub(crate) fn decode_if<E: serde::de::DeserializeOwned>(
+    e: &manager_events::RecordedEvent,
+    stream_type: &str,
+) -> Result<Option<E>, ProjectionError> {
+    if e.stream_type != stream_type {
+        return Ok(None);
+    }
+    manager_events::codec::decode(&e.event_type, &e.payload)
+        .map(Some)
+        .map_err(|source| ProjectionError::Codec {
+            position: e.position,
+            source,
+        })
+}
+
 /// The UUID at the end of a stream id such as `user:<uuid>`.
 pub(crate) fn uuid_of(stream_id: &str, prefix: &str) -> Result<uuid::Uuid, ProjectionError> {
     stream_id

@@ -3,25 +3,19 @@
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use manager_events::RecordedEvent;
-use manager_events::codec::decode;
 use manager_events::user::{self, UserEvent};
 use uuid::Uuid;
 
 use crate::runner::ProjectionError;
-use crate::support::{json, per_event_projector, uuid_of};
+use crate::support::{decode_if, json, per_event_projector, uuid_of};
 
 /// Projects user streams into `users`.
 pub struct UsersProjector;
 
 async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    if e.stream_type != user::STREAM_TYPE {
+    let Some(event) = decode_if::<UserEvent>(e, user::STREAM_TYPE)? else {
         return Ok(());
-    }
-    let event: UserEvent =
-        decode(&e.event_type, &e.payload).map_err(|source| ProjectionError::Codec {
-            position: e.position,
-            source,
-        })?;
+    };
     let id: Uuid = uuid_of(&e.stream_id, "user:")?;
     let position = i64::try_from(e.position).unwrap_or(i64::MAX);
     match event {

@@ -21,7 +21,7 @@
 use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use manager_events::{Problem, ProblemKind};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Sha256, Sha384, Sha512};
 use subtle::ConstantTimeEq;
 
 /// How far a request's date may be from the server's clock, either way.
@@ -271,11 +271,6 @@ pub fn parse_date(s: &str) -> Option<DateTime<FixedOffset>> {
         }
     }
     None
-}
-
-/// Hex SHA-256, for callers that need it (e.g. old clients hashing bodies).
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[cfg(test)]
