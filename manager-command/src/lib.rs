@@ -22,9 +22,9 @@
 //! - [`policy`]: keypair resource policies.
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //! - [`scaling_group`]: scaling groups and who may use them.
-//!
-//! User/project resource policies, resource presets, GraphQL and the REST
-//! commands come next.
+//! - [`service`]: the command port the read side's GraphQL mutations use —
+//!   authorisation, idempotency keys scoped to the caller, and the record of
+//!   each caller's last write for read-your-writes.
 //!
 //! # Guarantees
 //! - A command's events are appended only if the aggregate's stream is still
@@ -42,4 +42,5 @@ pub mod policy;
 pub mod project;
 pub mod reservation;
 pub mod scaling_group;
+pub mod service;
 pub mod user;

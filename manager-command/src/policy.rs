@@ -169,7 +169,8 @@ impl Aggregate for KeypairPolicy {
     }
 }
 
-/// Deletes a keypair resource policy unless a keypair refers to it.
+/// Deletes a keypair resource policy unless a keypair refers to it; answers
+/// the log position of the deletion.
 ///
 /// The references are counted in the `keypairs` read model, so a keypair
 /// created in the last moments (not yet projected) is not seen; a keypair
@@ -179,7 +180,7 @@ pub async fn delete_keypair_policy(
     handler: &crate::handler::CommandHandler,
     name: &str,
     metadata: manager_events::EventMetadata,
-) -> Result<(), Problem> {
+) -> Result<Option<u64>, Problem> {
     use diesel::sql_types::Text;
     use diesel_async::RunQueryDsl;
     let unavailable = |e: String| Problem::new(ProblemKind::ServiceUnavailable).msg(e);
@@ -203,7 +204,7 @@ pub async fn delete_keypair_policy(
     handler
         .execute::<KeypairPolicy>(&stream_id(name), KeypairPolicyCommand::Delete, metadata)
         .await
-        .map(|_| ())
+        .map(|done| done.position)
         .map_err(Into::into)
 }
 

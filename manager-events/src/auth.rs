@@ -68,3 +68,9 @@ impl actix_web::FromRequest for AuthContext {
         std::future::ready(result)
     }
 }
+
+/// The log position of the caller's last write, as the write side recorded
+/// it; left on the request by the authentication middleware so that reads
+/// can wait for the read models to show it (read-your-writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastWrite(pub u64);

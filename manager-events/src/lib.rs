@@ -19,6 +19,8 @@
 //!   [`scaling_group`], [`reservation`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`migrations`]: the embedded schema.
+//! - [`port`]: the command port through which the read side's mutations
+//!   reach the write side.
 //! - [`secrets`]: envelope encryption of keypair secret keys.
 //! - [`problem`]: errors as clients see them (problem+json), shared by
 //!   the command and query sides.
@@ -54,6 +56,7 @@ pub mod event;
 pub mod keypair;
 pub mod migrations;
 pub mod policy;
+pub mod port;
 pub mod problem;
 pub mod project;
 pub mod reservation;

@@ -23,6 +23,8 @@ pub enum ProblemKind {
     InvalidAuthParams,
     /// 400 `invalid-credentials`
     InvalidCredentials,
+    /// 400 `graphql-error`: the legacy GraphQL endpoint's failures.
+    GraphqlError,
     /// 401 `auth-failed`: unknown key, bad signature, or not allowed.
     AuthFailed,
     /// 403 `generic-forbidden`
@@ -55,7 +57,8 @@ impl ProblemKind {
     pub fn status(self) -> u16 {
         use ProblemKind::*;
         match self {
-            GenericBadRequest | InvalidApiParams | InvalidAuthParams | InvalidCredentials => 400,
+            GenericBadRequest | InvalidApiParams | InvalidAuthParams | InvalidCredentials
+            | GraphqlError => 400,
             AuthFailed => 401,
             GenericForbidden | InsufficientPrivilege => 403,
             UrlNotFound | ObjectNotFound(_) => 404,
@@ -77,6 +80,7 @@ impl ProblemKind {
             InvalidApiParams => "invalid-api-params",
             InvalidAuthParams => "invalid-auth-params",
             InvalidCredentials => "invalid-credentials",
+            GraphqlError => "graphql-error",
             AuthFailed => "auth-failed",
             GenericForbidden => "generic-forbidden",
             InsufficientPrivilege => "insufficient-privilege",
@@ -100,6 +104,7 @@ impl ProblemKind {
             InvalidApiParams => "Missing or invalid API parameters.".into(),
             InvalidAuthParams => "Missing or invalid authorization parameters.".into(),
             InvalidCredentials => "Invalid credentials for authentication.".into(),
+            GraphqlError => "GraphQL-generated error.".into(),
             AuthFailed => "Credential/signature mismatch.".into(),
             GenericForbidden => "Forbidden operation.".into(),
             InsufficientPrivilege => "Insufficient privilege.".into(),

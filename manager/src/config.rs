@@ -105,6 +105,14 @@ pub struct ApiConfig {
     /// Announcement shown by clients (`GET /manager/announcement`); empty for
     /// none. Env `MANAGER_API__ANNOUNCEMENT`.
     pub announcement: String,
+    /// Whether GraphQL answers introspection queries (`__schema`,
+    /// `__type`). Off by default, as the reference.
+    /// Env `MANAGER_API__GRAPHQL_INTROSPECTION`.
+    pub graphql_introspection: bool,
+    /// Milliseconds a read waits for the read models to show the caller's
+    /// last write before answering anyway (with `X-BackendAI-Stale-Read:
+    /// true`). Default 2000. Env `MANAGER_API__READ_YOUR_WRITES_TIMEOUT_MS`.
+    pub read_your_writes_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -114,6 +122,8 @@ impl Default for ApiConfig {
             workers: 0,
             shutdown_timeout_secs: 10,
             announcement: String::new(),
+            graphql_introspection: false,
+            read_your_writes_timeout_ms: 2000,
         }
     }
 }

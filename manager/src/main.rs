@@ -9,6 +9,8 @@ use manager::config::{Config, LogFormat};
 use manager::server;
 use manager_command::auth::middleware::Authenticator;
 use manager_command::auth::rate_limit::RateLimiter;
+use manager_command::handler::CommandHandler;
+use manager_command::service::CommandService;
 use manager_events::secrets::{ClusterKey, KeyStore};
 use manager_events::{EventStore, migrations};
 use manager_projections::ProjectionRunner;
@@ -113,8 +115,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             );
             let (stop_projections, stopped) = tokio::sync::watch::channel(false);
             let projection_task = tokio::spawn(projections.run(stopped));
-            let authenticator = authenticator(&config, &store).await?;
-            let running = server::start(&config, store, metrics, authenticator)?;
+            let parts = server_parts(&config, &store).await?;
+            let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             server::shutdown_signal().await?;
             tracing::info!("shutting down");
@@ -225,9 +227,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// The request authenticator: keypair secrets opened with the cluster key,
-/// rate limits counted in Redis.
-async fn authenticator(config: &Config, store: &EventStore) -> anyhow::Result<Authenticator> {
+/// What the API listener needs: the request authenticator (keypair secrets
+/// opened with the cluster key, rate limits counted in Redis) and the command
+/// port GraphQL mutations use.
+async fn server_parts(config: &Config, store: &EventStore) -> anyhow::Result<server::Parts> {
     let cluster =
         ClusterKey::from_base64(&config.secrets.cluster_key).context("secrets.cluster_key")?;
     if cluster.is_development() {
@@ -239,11 +242,17 @@ async fn authenticator(config: &Config, store: &EventStore) -> anyhow::Result<Au
     let limiter = RateLimiter::connect(&config.redis.url)
         .await
         .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
-    Ok(Authenticator::new(
-        store.pool().clone(),
-        KeyStore::new(store.pool().clone(), cluster),
-        Some(limiter),
-    ))
+    let keys = KeyStore::new(store.pool().clone(), cluster);
+    let commands = CommandService::new(
+        CommandHandler::new(store.clone()),
+        keys.clone(),
+        Some(limiter.clone()),
+    );
+    Ok(server::Parts {
+        authenticator: Authenticator::new(store.pool().clone(), keys.clone(), Some(limiter)),
+        keys,
+        commands: std::sync::Arc::new(commands),
+    })
 }
 
 /// Applies pending migrations, waiting for the database to come up first.

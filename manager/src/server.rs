@@ -7,6 +7,7 @@
 //! event store's writer commits what it has queued before the process exits.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -15,7 +16,11 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
 use manager_command::auth::middleware::{Authenticator, authenticate, check_api_version};
+use manager_events::port::CommandPort;
+use manager_events::secrets::KeyStore;
 use manager_events::{EventStore, Problem, ProblemKind};
+use manager_query::freshness::{Freshness, read_your_writes};
+use manager_query::graphql::GraphQl;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
@@ -105,12 +110,22 @@ async fn announcement(text: web::Data<Announcement>) -> HttpResponse {
 
 struct Announcement(String);
 
+/// What the API listener is built from, besides the configuration.
+pub struct Parts {
+    /// Authenticates signed requests (and reads each caller's last write).
+    pub authenticator: Authenticator,
+    /// Opens keypair secrets for GraphQL's `secret_key`.
+    pub keys: KeyStore,
+    /// Where GraphQL mutations send their commands.
+    pub commands: Arc<dyn CommandPort>,
+}
+
 /// Starts both listeners over an already opened event store.
 pub fn start(
     config: &Config,
     store: EventStore,
     metrics: PrometheusHandle,
-    authenticator: Authenticator,
+    parts: Parts,
 ) -> anyhow::Result<Running> {
     let workers = if config.api.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -118,19 +133,35 @@ pub fn start(
         config.api.workers
     };
     let grace = config.api.shutdown_timeout_secs;
-    let authenticator = web::Data::new(authenticator);
+    let authenticator = web::Data::new(parts.authenticator);
     let pool = web::Data::new(store.pool().clone());
+    let freshness = Arc::new(Freshness::new(
+        store.pool().clone(),
+        Duration::from_millis(config.api.read_your_writes_timeout_ms),
+    ));
+    let graphql = web::Data::new(GraphQl {
+        schema: manager_query::graphql::schema(config.api.graphql_introspection),
+        pool: store.pool().clone(),
+        keys: parts.keys,
+        commands: parts.commands,
+        freshness: Arc::clone(&freshness),
+    });
+    let freshness = web::Data::from(freshness);
     let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));
     let api = HttpServer::new(move || {
         App::new()
             .app_data(authenticator.clone())
             .app_data(pool.clone())
             .app_data(announcement_text.clone())
+            .app_data(graphql.clone())
+            .app_data(freshness.clone())
+            .wrap(from_fn(read_your_writes))
             .wrap(from_fn(authenticate))
             .wrap(from_fn(check_api_version))
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
             .route("/manager/announcement", web::get().to(announcement))
             .configure(manager_query::rest::configure)
+            .configure(manager_query::graphql::configure)
             .service(
                 web::resource(["", "/"])
                     .route(web::get().to(version))

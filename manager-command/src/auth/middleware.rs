@@ -249,6 +249,10 @@ pub async fn authenticate(
                 return Ok(res);
             }
             req.extensions_mut().insert(ctx);
+            if let Some(position) = rate.and_then(|r| r.last_write) {
+                req.extensions_mut()
+                    .insert(manager_events::auth::LastWrite(position));
+            }
             let mut res = next.call(req).await?.map_into_boxed_body();
             if let Some(rate) = rate {
                 add_rate_headers(&mut res, &rate);

@@ -28,8 +28,26 @@ local seq = redis.call('INCR', KEYS[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now_us - window_us)
 redis.call('ZADD', key, now_us, tostring(seq))
 redis.call('PEXPIRE', key, math.ceil(window_us / 1000))
-return redis.call('ZCARD', key)
+local last_write = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {redis.call('ZCARD', key), last_write}
 "#;
+
+/// Raises a caller's last-write position (never lowers it) and renews its
+/// expiry.
+const RECORD_WRITE: &str = r#"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local position = tonumber(ARGV[1])
+if position > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"#;
+
+/// How long a caller's last write is remembered. Read models catch up in
+/// milliseconds; this only bounds the keys kept for idle callers.
+pub const LAST_WRITE_TTL_SECS: u64 = 300;
 
 /// Why the limiter could not decide.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +71,9 @@ pub struct RateDecision {
     pub window_secs: u64,
     /// Whether the request may proceed (it is within the limit, counting itself).
     pub allowed: bool,
+    /// The log position of the caller's last write, read in the same round
+    /// trip (see [`RateLimiter::record_write`]).
+    pub last_write: Option<u64>,
 }
 
 impl RateDecision {
@@ -76,6 +97,7 @@ impl RateDecision {
 pub struct RateLimiter {
     client: Client,
     script: Script,
+    record: Script,
     window: Duration,
     prefix: String,
 }
@@ -106,6 +128,7 @@ impl RateLimiter {
         RateLimiter {
             client,
             script: Script::from_lua(SCRIPT),
+            record: Script::from_lua(RECORD_WRITE),
             window: DEFAULT_WINDOW,
             prefix: "ratelimit".into(),
         }
@@ -133,19 +156,23 @@ impl RateLimiter {
     ) -> Result<RateDecision, RateLimitError> {
         let window_secs = self.window.as_secs().max(1);
         if limit == 0 {
+            use fred::interfaces::KeysInterface;
+            let last: Option<u64> = self.client.get(self.last_write_key(access_key)).await?;
             return Ok(RateDecision {
                 limit: u64::MAX,
                 remaining: u64::MAX,
                 window_secs,
                 allowed: true,
+                last_write: last.filter(|p| *p > 0),
             });
         }
         let keys = vec![
             format!("{}:{access_key}", self.prefix),
             format!("{}:__seq", self.prefix),
+            self.last_write_key(access_key),
         ];
         let window_us = i64::try_from(self.window.as_micros()).unwrap_or(i64::MAX);
-        let count: i64 = self
+        let (count, last_write): (i64, i64) = self
             .script
             .evalsha_with_reload(&self.client, keys, vec![window_us])
             .await?;
@@ -155,7 +182,30 @@ impl RateLimiter {
             remaining: limit.saturating_sub(count),
             window_secs,
             allowed: count <= limit,
+            last_write: u64::try_from(last_write).ok().filter(|p| *p > 0),
         })
+    }
+
+    fn last_write_key(&self, access_key: &str) -> String {
+        format!("{}:lastwrite:{access_key}", self.prefix)
+    }
+
+    /// Records that `access_key` wrote up to log `position`, so that its
+    /// next reads — on any manager — wait for the read models to show it.
+    pub async fn record_write(
+        &self,
+        access_key: &str,
+        position: u64,
+    ) -> Result<(), RateLimitError> {
+        let _: i64 = self
+            .record
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.last_write_key(access_key)],
+                vec![position.to_string(), LAST_WRITE_TTL_SECS.to_string()],
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -170,6 +220,7 @@ mod tests {
             remaining: 3,
             window_secs: 900,
             allowed: true,
+            last_write: None,
         };
         assert_eq!(d.headers()[1], ("X-RateLimit-Remaining", "3".to_owned()));
         assert_eq!(d.problem().status(), 429);

@@ -1,0 +1,118 @@
+//! Read-your-writes: a query waits (bounded) until the read models show the
+//! caller's last write.
+//!
+//! A command's response carries the log position of its last event, and the
+//! write side remembers it per access key (in Redis, so that it holds across
+//! manager processes); the authentication middleware hands it to the request
+//! as [`LastWrite`]. Before answering, a read waits until every projector's
+//! checkpoint has reached that position — or, after the timeout (2 s by
+//! default), answers anyway with the header [`STALE_HEADER`] so the client
+//! knows it may be looking at an older state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use diesel::QueryableByName;
+use diesel::sql_types::BigInt;
+use manager_events::PgPool;
+pub use manager_events::auth::LastWrite;
+
+/// Set on a response that was answered before the read models caught up with
+/// the caller's last write.
+pub const STALE_HEADER: &str = "X-BackendAI-Stale-Read";
+
+/// The default bound on the wait.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How far the read models are known to have got, and waiting for more.
+pub struct Freshness {
+    pool: PgPool,
+    seen: AtomicU64,
+    timeout: Duration,
+}
+
+#[derive(QueryableByName)]
+struct Low {
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+}
+
+impl Freshness {
+    /// Waits at most `timeout` per read.
+    pub fn new(pool: PgPool, timeout: Duration) -> Self {
+        Freshness {
+            pool,
+            seen: AtomicU64::new(0),
+            timeout,
+        }
+    }
+
+    /// The position every projector has applied (the lowest checkpoint).
+    async fn projected(&self) -> Option<u64> {
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.pool.get().await.ok()?;
+        let row: Low = diesel::sql_query(
+            "SELECT coalesce(min(position), 0) AS position FROM projection_checkpoints",
+        )
+        .get_result(&mut conn)
+        .await
+        .ok()?;
+        let p = u64::try_from(row.position).unwrap_or(0);
+        self.seen.fetch_max(p, Ordering::AcqRel);
+        Some(p)
+    }
+
+    /// Waits until the read models include `position`; false when the
+    /// timeout passed first.
+    pub async fn wait_for(&self, position: u64) -> bool {
+        if self.seen.load(Ordering::Acquire) >= position {
+            return true;
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if self.projected().await.is_some_and(|p| p >= position) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                metrics::counter!("read_your_writes_timeouts_total").increment(1);
+                return false;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The middleware: reads (GET, and POST to the GraphQL endpoints) of a
+/// caller with a recorded last write wait for it. Wrap it inside the
+/// authentication middleware and give it `web::Data<Freshness>`.
+pub async fn read_your_writes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let last = req.extensions().get::<LastWrite>().copied();
+    let is_read = req.method() == Method::GET
+        || (req.method() == Method::POST && matches!(req.path(), "/admin/gql" | "/admin/graphql"));
+    let mut stale = false;
+    if let (Some(LastWrite(position)), true) = (last, is_read)
+        && let Some(freshness) = req.app_data::<web::Data<Freshness>>()
+    {
+        stale = !freshness.wait_for(position).await;
+    }
+    let mut res = next.call(req).await?;
+    if stale {
+        res.headers_mut().insert(
+            HeaderName::from_static("x-backendai-stale-read"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(res)
+}

@@ -1,0 +1,236 @@
+//! GraphQL at `/admin/gql` and `/admin/graphql` (API spec §5), with juniper.
+//!
+//! Queries read the read models with the reference's scoping per role;
+//! mutations send commands through the [`CommandPort`] and never touch the
+//! write side directly. Field names are snake_case as the reference's;
+//! introspection is off unless configured.
+//!
+//! `/admin/gql` always answers 200 with `{"data": ..., "errors": [...]}`;
+//! the legacy `/admin/graphql` answers the bare `data`, or 400 problem+json
+//! (`graphql-error`) with the errors as `data`.
+
+mod mutation;
+mod query;
+mod scalars;
+mod sql;
+mod types;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use juniper::{DefaultScalarValue, EmptySubscription, InputValue, RootNode, Variables};
+use manager_events::auth::AuthContext;
+use manager_events::port::{AdminCommand, CommandPort, Submitted};
+use manager_events::secrets::KeyStore;
+use manager_events::{PgPool, Problem, ProblemKind};
+use serde::Deserialize;
+
+pub use mutation::Mutation;
+pub use query::{KEYPAIR_FIELDS, Query, USER_FIELDS};
+pub use scalars::{BigInt, DateTime, JsonString};
+
+use crate::freshness::Freshness;
+
+/// The schema.
+pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
+
+/// Builds the schema; introspection only when `introspection` is set.
+pub fn schema(introspection: bool) -> Schema {
+    let schema = Schema::new(Query, Mutation, EmptySubscription::new());
+    if introspection {
+        schema
+    } else {
+        schema.disable_introspection()
+    }
+}
+
+/// What the GraphQL endpoints share across requests.
+pub struct GraphQl {
+    /// The schema.
+    pub schema: Schema,
+    /// The read models.
+    pub pool: PgPool,
+    /// Opens secret keys when a client selects `secret_key`.
+    pub keys: KeyStore,
+    /// Where mutations go.
+    pub commands: Arc<dyn CommandPort>,
+    /// Waits for the read models after a mutation.
+    pub freshness: Arc<Freshness>,
+}
+
+/// One request's context.
+pub struct Context {
+    pool: PgPool,
+    keys: KeyStore,
+    actor: AuthContext,
+    commands: Arc<dyn CommandPort>,
+    freshness: Arc<Freshness>,
+    idempotency_key: Option<String>,
+    mutations: AtomicUsize,
+}
+
+impl juniper::Context for Context {}
+
+impl Context {
+    /// Sends a command; on success waits until the read models show it.
+    async fn submit(&self, command: AdminCommand) -> Result<Submitted, String> {
+        // Several mutations in one document share the request's key: number
+        // them, so that each is deduplicated on its own.
+        let key = self.idempotency_key.as_ref().map(|k| {
+            match self.mutations.fetch_add(1, Ordering::Relaxed) {
+                0 => k.clone(),
+                n => format!("{k}#{n}"),
+            }
+        });
+        match self.commands.submit(&self.actor, command, key).await {
+            Ok(submitted) => {
+                if let Some(position) = submitted.position {
+                    self.freshness.wait_for(position).await;
+                }
+                Ok(submitted)
+            }
+            Err(problem) => Err(problem.msg.unwrap_or_else(|| problem.kind.title())),
+        }
+    }
+}
+
+/// The request body: the reference rejects other keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    query: String,
+    #[serde(default)]
+    variables: Option<InputValue<DefaultScalarValue>>,
+    #[serde(default, alias = "operationName")]
+    operation_name: Option<String>,
+}
+
+/// The `Idempotency-Key` header, when present.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            Problem::new(ProblemKind::InvalidApiParams)
+                .msg("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+type Outcome = Result<
+    (
+        juniper::Value<DefaultScalarValue>,
+        Vec<juniper::ExecutionError<DefaultScalarValue>>,
+    ),
+    juniper::GraphQLError,
+>;
+
+async fn run(
+    gql: &GraphQl,
+    actor: AuthContext,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Outcome, Problem> {
+    let request: Request = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(ProblemKind::InvalidApiParams)
+            .msg(format!("Malformed GraphQL request body: {e}"))
+    })?;
+    let variables: Variables<DefaultScalarValue> = match &request.variables {
+        None | Some(InputValue::Null) => Variables::default(),
+        Some(v) => v
+            .to_object_value()
+            .map(|o| o.into_iter().map(|(k, v)| (k.into(), v.clone())).collect())
+            .ok_or_else(|| {
+                Problem::new(ProblemKind::InvalidApiParams).msg("variables must be a JSON object")
+            })?,
+    };
+    let ctx = Context {
+        pool: gql.pool.clone(),
+        keys: gql.keys.clone(),
+        actor,
+        commands: Arc::clone(&gql.commands),
+        freshness: Arc::clone(&gql.freshness),
+        idempotency_key: idempotency_key(req)?,
+        mutations: AtomicUsize::new(0),
+    };
+    Ok(juniper::execute(
+        &request.query,
+        request.operation_name.as_deref(),
+        &gql.schema,
+        &variables,
+        &ctx,
+    )
+    .await)
+}
+
+/// `POST /admin/gql`: the standard GraphQL envelope, always 200.
+pub async fn gql(
+    actor: AuthContext,
+    req: HttpRequest,
+    body: web::Bytes,
+    gql: web::Data<GraphQl>,
+) -> Result<HttpResponse, Problem> {
+    // Serialised straight from juniper's values: clients (the official CLI
+    // among them) rely on the fields coming back in the order selected, which
+    // a detour through `serde_json::Value` (a sorted map) would lose.
+    let body = match run(&gql, actor, &req, &body).await? {
+        Ok((data, errors)) => serde_json::to_vec(&Envelope {
+            data: Some(&data),
+            errors: (!errors.is_empty()).then_some(&errors),
+            graphql_errors: None,
+        }),
+        Err(err) => serde_json::to_vec(&Envelope {
+            data: None,
+            errors: None,
+            graphql_errors: Some(&err),
+        }),
+    }
+    .map_err(|e| Problem::new(ProblemKind::InternalServerError).msg(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// The `/admin/gql` response body.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    data: Option<&'a juniper::Value<DefaultScalarValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a Vec<juniper::ExecutionError<DefaultScalarValue>>>,
+    #[serde(rename = "errors", skip_serializing_if = "Option::is_none")]
+    graphql_errors: Option<&'a juniper::GraphQLError>,
+}
+
+/// `POST /admin/graphql` (legacy): the bare `data`, or 400 `graphql-error`.
+pub async fn graphql_legacy(
+    actor: AuthContext,
+    req: HttpRequest,
+    body: web::Bytes,
+    gql: web::Data<GraphQl>,
+) -> Result<HttpResponse, Problem> {
+    let errors = match run(&gql, actor, &req, &body).await? {
+        Ok((data, errors)) if errors.is_empty() => {
+            let body = serde_json::to_vec(&data)
+                .map_err(|e| Problem::new(ProblemKind::InternalServerError).msg(e.to_string()))?;
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body));
+        }
+        Ok((_, errors)) => serde_json::to_value(errors),
+        Err(err) => serde_json::to_value(err),
+    }
+    .unwrap_or(serde_json::Value::Null);
+    Err(Problem::new(ProblemKind::GraphqlError).data(errors))
+}
+
+/// Registers both endpoints.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/gql", web::post().to(gql))
+        .route("/admin/graphql", web::post().to(graphql_legacy));
+}

@@ -1,0 +1,255 @@
+//! The object types clients select from (API spec §5.4), field names and
+//! types as the reference's.
+
+use juniper::{GraphQLObject, ID};
+use uuid::Uuid;
+
+use super::scalars::{BigInt, DateTime, JsonString};
+
+/// A project a user belongs to.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct UserGroup {
+    /// The project's id.
+    pub id: Option<Uuid>,
+    /// Its name.
+    pub name: Option<String>,
+}
+
+/// A user.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct User {
+    /// Same as `uuid`.
+    pub id: Option<ID>,
+    /// The user's id.
+    pub uuid: Option<Uuid>,
+    /// Login name.
+    pub username: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Must change the password at the next login.
+    pub need_password_change: Option<bool>,
+    /// Display name.
+    pub full_name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// `status == "active"`.
+    pub is_active: Option<bool>,
+    /// `active`, `inactive`, `deleted` or `before-verification`.
+    pub status: Option<String>,
+    /// Why the status is what it is.
+    pub status_info: Option<String>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// Last change.
+    pub modified_at: Option<DateTime>,
+    /// Its domain.
+    pub domain_name: Option<String>,
+    /// `superadmin`, `admin`, `user` or `monitor`.
+    pub role: Option<String>,
+    /// User resource policy.
+    pub resource_policy: Option<String>,
+    /// Addresses or networks it may connect from (null: anywhere).
+    pub allowed_client_ip: Option<Vec<Option<String>>>,
+    /// Two-factor authentication enabled.
+    pub totp_activated: Option<bool>,
+    /// When two-factor authentication was enabled.
+    pub totp_activated_at: Option<DateTime>,
+    /// Passwordless sudo in its containers.
+    pub sudo_session_enabled: Option<bool>,
+    /// Its main keypair.
+    pub main_access_key: Option<String>,
+    /// Projects it belongs to.
+    pub groups: Option<Vec<Option<UserGroup>>>,
+}
+
+/// A page of users.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct UserList {
+    /// The page.
+    pub items: Vec<Option<User>>,
+    /// How many match, over all pages.
+    pub total_count: i32,
+}
+
+/// The owner of a keypair, as `KeyPair.user_info` shows it.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct UserInfo {
+    /// E-mail.
+    pub email: Option<String>,
+    /// Display name.
+    pub full_name: Option<String>,
+}
+
+/// A keypair.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct KeyPair {
+    /// Same as `access_key`.
+    pub id: Option<ID>,
+    /// The owner's e-mail (the reference's naming).
+    pub user_id: Option<String>,
+    /// The owner's display name.
+    pub full_name: Option<String>,
+    /// Access key.
+    pub access_key: Option<String>,
+    /// Secret key (opened only when selected).
+    pub secret_key: Option<String>,
+    /// Whether it may authenticate.
+    pub is_active: Option<bool>,
+    /// Admin flag.
+    pub is_admin: Option<bool>,
+    /// Keypair resource policy.
+    pub resource_policy: Option<String>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// Last request (not tracked yet: null).
+    pub last_used: Option<DateTime>,
+    /// Requests per 15 minutes.
+    pub rate_limit: Option<i32>,
+    /// Requests made (not tracked yet: 0).
+    pub num_queries: Option<i32>,
+    /// The owner's id.
+    pub user: Option<Uuid>,
+    /// Names of the owner's projects.
+    pub projects: Option<Vec<Option<String>>>,
+    /// SSH public key for its sessions (none yet).
+    pub ssh_public_key: Option<String>,
+    /// Sessions running on it (none until sessions exist).
+    pub concurrency_used: Option<i32>,
+    /// The owner.
+    pub user_info: Option<UserInfo>,
+    /// Deprecated: the policy's `max_concurrent_sessions`.
+    pub concurrency_limit: Option<i32>,
+}
+
+/// A page of keypairs.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct KeyPairList {
+    /// The page.
+    pub items: Vec<Option<KeyPair>>,
+    /// How many match, over all pages.
+    pub total_count: i32,
+}
+
+/// A domain.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct Domain {
+    /// Its name.
+    pub name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Whether its users may work.
+    pub is_active: Option<bool>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// Last change.
+    pub modified_at: Option<DateTime>,
+    /// Resource limits (slot → amount).
+    pub total_resource_slots: Option<JsonString>,
+    /// Storage hosts and permissions.
+    pub allowed_vfolder_hosts: Option<JsonString>,
+    /// Registries its users may pull from.
+    pub allowed_docker_registries: Option<Vec<Option<String>>>,
+    /// External id.
+    pub integration_id: Option<String>,
+    /// Scaling groups associated with it.
+    pub scaling_groups: Option<Vec<Option<String>>>,
+}
+
+/// A project (the reference's "group").
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct Group {
+    /// Its id.
+    pub id: Option<Uuid>,
+    /// Its name (unique in its domain).
+    pub name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Whether its members may use it.
+    pub is_active: Option<bool>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// Last change.
+    pub modified_at: Option<DateTime>,
+    /// Its domain.
+    pub domain_name: Option<String>,
+    /// Resource limits (slot → amount).
+    pub total_resource_slots: Option<JsonString>,
+    /// Storage hosts and permissions.
+    pub allowed_vfolder_hosts: Option<JsonString>,
+    /// External id.
+    pub integration_id: Option<String>,
+    /// Project resource policy.
+    pub resource_policy: Option<String>,
+    /// Scaling groups associated with it.
+    pub scaling_groups: Option<Vec<Option<String>>>,
+}
+
+/// A keypair resource policy.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct KeyPairResourcePolicy {
+    /// Its name.
+    pub name: Option<String>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// `LIMITED` or `UNLIMITED`: slots missing from `total_resource_slots`.
+    pub default_for_unspecified: Option<String>,
+    /// Resource limits (slot → amount).
+    pub total_resource_slots: Option<JsonString>,
+    /// Seconds a session may live (0: forever).
+    pub max_session_lifetime: Option<i32>,
+    /// Sessions at once.
+    pub max_concurrent_sessions: Option<i32>,
+    /// SFTP sessions at once.
+    pub max_concurrent_sftp_sessions: Option<i32>,
+    /// Kernels per session.
+    pub max_containers_per_session: Option<i32>,
+    /// Seconds of idleness before a session is terminated.
+    pub idle_timeout: Option<BigInt>,
+    /// Storage hosts and permissions.
+    pub allowed_vfolder_hosts: Option<JsonString>,
+    /// Deprecated: vfolders per user.
+    pub max_vfolder_count: Option<i32>,
+    /// Deprecated: bytes per vfolder.
+    pub max_vfolder_size: Option<BigInt>,
+    /// Deprecated: bytes per quota scope.
+    pub max_quota_scope_size: Option<BigInt>,
+}
+
+/// A scaling group.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct ScalingGroup {
+    /// Its name.
+    pub name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Whether sessions may be scheduled in it.
+    pub is_active: Option<bool>,
+    /// Whether every user may see it.
+    pub is_public: Option<bool>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// The app proxy address.
+    pub wsproxy_addr: Option<String>,
+    /// The app proxy API token (not kept: null).
+    pub wsproxy_api_token: Option<String>,
+    /// Agent provisioning driver.
+    pub driver: Option<String>,
+    /// Driver options.
+    pub driver_opts: Option<JsonString>,
+    /// `fifo`, `lifo` or `drf`.
+    pub scheduler: Option<String>,
+    /// Scheduler options.
+    pub scheduler_opts: Option<JsonString>,
+    /// Whether kernels use the host network.
+    pub use_host_network: Option<bool>,
+}
