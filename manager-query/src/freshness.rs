@@ -41,6 +41,15 @@ pub struct Freshness {
 struct Low {
     #[diesel(sql_type = BigInt)]
     position: i64,
+    #[diesel(sql_type = BigInt)]
+    head: i64,
+}
+
+/// Where the read models and the log are.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    projected: u64,
+    head: u64,
 }
 
 impl Freshness {
@@ -53,23 +62,30 @@ impl Freshness {
         }
     }
 
-    /// The position every projector has applied (the lowest checkpoint).
-    async fn projected(&self) -> Option<u64> {
+    /// The position every projector has applied (the lowest checkpoint),
+    /// and the log's head.
+    async fn progress(&self) -> Option<Progress> {
         use diesel_async::RunQueryDsl;
         let mut conn = self.pool.get().await.ok()?;
         let row: Low = diesel::sql_query(
-            "SELECT coalesce(min(position), 0) AS position FROM projection_checkpoints",
+            "SELECT coalesce((SELECT min(position) FROM projection_checkpoints), 0) AS position, \
+             (SELECT position FROM event_log_head) AS head",
         )
         .get_result(&mut conn)
         .await
         .ok()?;
-        let p = u64::try_from(row.position).unwrap_or(0);
-        self.seen.fetch_max(p, Ordering::AcqRel);
-        Some(p)
+        let projected = u64::try_from(row.position).unwrap_or(0);
+        self.seen.fetch_max(projected, Ordering::AcqRel);
+        Some(Progress {
+            projected,
+            head: u64::try_from(row.head).unwrap_or(0),
+        })
     }
 
     /// Waits until the read models include `position`; false when the
-    /// timeout passed first.
+    /// timeout passed first. A position beyond the log's head cannot be
+    /// waited for (a record left from another database, say after a restore)
+    /// and is ignored.
     pub async fn wait_for(&self, position: u64) -> bool {
         if self.seen.load(Ordering::Acquire) >= position {
             return true;
@@ -77,7 +93,9 @@ impl Freshness {
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            if self.projected().await.is_some_and(|p| p >= position) {
+            if let Some(p) = self.progress().await
+                && (p.projected >= position || position > p.head)
+            {
                 return true;
             }
             let now = Instant::now();

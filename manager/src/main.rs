@@ -118,6 +118,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             let parts = server_parts(&config, &store).await?;
             let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
+            // One line on stdout with the bound addresses (port 0 binds any
+            // free port; supervisors and tests read the real one here).
+            println!(
+                "manager: listening api={} metrics={}",
+                running.api_addr, running.metrics_addr
+            );
             server::shutdown_signal().await?;
             tracing::info!("shutting down");
             let _ = stop_projections.send(true);

@@ -3,7 +3,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,14 +14,6 @@ pub const ADMIN_AK: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const ADMIN_SK: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 pub const USER_AK: &str = "AKIANABBDUSEREXAMPLE";
 pub const USER_SK: &str = "C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf";
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The `manager` binary, run from the repository root, configured for `db`.
 pub fn manager(db: &TestDb) -> Command {
@@ -55,21 +46,38 @@ impl Drop for Server {
     }
 }
 
-/// Starts the server on free ports (no fixture, no waiting).
+/// Starts the server on ports the system picks (no fixture); returns once it
+/// has printed where it listens. Binding port 0 in the server itself leaves
+/// no window for another process to take a port between choosing and binding.
 pub fn spawn(db: &TestDb) -> Server {
-    let (api, metrics) = (free_port(), free_port());
-    let child = manager(db)
-        .env("MANAGER_API__BIND", format!("127.0.0.1:{api}"))
-        .env("MANAGER_METRICS__BIND", format!("127.0.0.1:{metrics}"))
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = manager(db)
+        .env("MANAGER_API__BIND", "127.0.0.1:0")
+        .env("MANAGER_METRICS__BIND", "127.0.0.1:0")
         .arg("start-server")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // Keep draining, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    let addr = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
+            .to_owned()
+    };
+    let (api, metrics) = (addr("api="), addr("metrics="));
     Server {
         child,
-        base: format!("http://127.0.0.1:{api}"),
-        host: format!("127.0.0.1:{api}"),
-        metrics: format!("http://127.0.0.1:{metrics}"),
+        base: format!("http://{api}"),
+        host: api,
+        metrics: format!("http://{metrics}"),
     }
 }
 
@@ -133,4 +141,89 @@ pub async fn signed(
         )
         .send()
         .await
+}
+
+/// Sends a signed request with a JSON body and extra headers.
+pub async fn signed_json(
+    server: &Server,
+    method: &str,
+    rel_url: &str,
+    (ak, sk): (&str, &str),
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let date = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, false);
+    let parts = RequestParts {
+        method,
+        rel_url,
+        host: &server.host,
+        date: Some(&date),
+        authorization: None,
+        content_type: Some("application/json"),
+        api_version: Some("v7.20230615"),
+        legacy_api_version: None,
+    };
+    let signature = sign(&parts, "sha256", parse_date(&date).unwrap(), sk).unwrap();
+    let mut req = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{}{rel_url}", server.base))
+        .header("Date", date)
+        .header("Content-Type", "application/json")
+        .header("X-BackendAI-Version", "v7.20230615")
+        .header(
+            "Authorization",
+            format!("BackendAI signMethod=HMAC-SHA256, credential={ak}:{signature}"),
+        )
+        .body(body.to_vec());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// Posts a GraphQL document to `/admin/gql`; answers the whole envelope.
+pub async fn gql(
+    server: &Server,
+    keypair: (&str, &str),
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    gql_with(server, keypair, query, variables, &[]).await
+}
+
+/// [`gql`] with extra headers (e.g. `Idempotency-Key`).
+pub async fn gql_with(
+    server: &Server,
+    keypair: (&str, &str),
+    query: &str,
+    variables: serde_json::Value,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let body = serde_json::json!({ "query": query, "variables": variables });
+    let r = signed_json(
+        server,
+        "POST",
+        "/admin/gql",
+        keypair,
+        body.to_string().as_bytes(),
+        headers,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The log's head position, read from the test database.
+pub async fn log_head(db: &TestDb) -> i64 {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Head {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let head: Head = diesel::sql_query("SELECT coalesce(max(position), 0) AS n FROM events")
+        .get_result(&mut db.connection().await)
+        .await
+        .unwrap();
+    head.n
 }

@@ -1,0 +1,541 @@
+//! GraphQL against the real manager: scoping per role, pagination, filters,
+//! mutations through the command port, idempotency and read-your-writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::{
+    ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, gql, gql_with, log_head, signed_json,
+    start_with_fixture as start,
+};
+use manager_events::testing::TestDb;
+use serde_json::{Value, json};
+
+const ADMIN: (&str, &str) = (ADMIN_AK, ADMIN_SK);
+const USER: (&str, &str) = (USER_AK, USER_SK);
+
+const CREATE_USER: &str = "mutation($email: String!, $input: UserInput!) {
+    create_user(email: $email, props: $input) { ok msg user { uuid email domain_name role main_access_key groups { name } } } }";
+
+const CREATE_KEYPAIR: &str = "mutation($user_id: String!, $input: KeyPairInput!) {
+    create_keypair(user_id: $user_id, props: $input) { ok msg keypair { access_key secret_key user_id is_admin } } }";
+
+const USER_LIST: &str = "query($limit:Int!, $offset:Int!, $filter: String, $order: String, $domain_name: String) {
+    user_list(limit:$limit, offset:$offset, filter:$filter, order:$order, domain_name:$domain_name) {
+      items { email domain_name } total_count } }";
+
+async fn create_user(
+    server: &Server,
+    by: (&str, &str),
+    email: &str,
+    domain: &str,
+    role: &str,
+) -> Value {
+    gql(
+        server,
+        by,
+        CREATE_USER,
+        json!({"email": email, "input": {
+            "username": email.split('@').next().unwrap(), "password": "Passw0rd!",
+            "need_password_change": false, "domain_name": domain, "role": role}}),
+    )
+    .await
+}
+
+/// Creates a keypair for `email` (as the superadmin); answers (ak, sk).
+async fn keypair_for(server: &Server, email: &str, is_admin: bool) -> (String, String) {
+    let r = gql(
+        server,
+        ADMIN,
+        CREATE_KEYPAIR,
+        json!({"user_id": email, "input": {"is_active": true, "is_admin": is_admin, "resource_policy": "default", "rate_limit": 1000}}),
+    )
+    .await;
+    let kp = &r["data"]["create_keypair"]["keypair"];
+    assert_eq!(r["data"]["create_keypair"]["ok"], true, "{r}");
+    (
+        kp["access_key"].as_str().unwrap().to_owned(),
+        kp["secret_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn emails(r: &Value, field: &str) -> Vec<String> {
+    r["data"][field]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {r}"))
+        .iter()
+        .map(|i| i["email"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_page_filter_order_and_scope_by_role() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { create_domain(name: \"other\", props: {description: \"x\"}) { ok msg domain { name } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["create_domain"]["domain"]["name"], "other", "{r}");
+    for i in 0..12 {
+        let r = create_user(
+            &server,
+            ADMIN,
+            &format!("u{i:02}@example.com"),
+            "default",
+            "user",
+        )
+        .await;
+        assert_eq!(r["data"]["create_user"]["ok"], true, "{r}");
+        // Read-your-writes: the created user is in the payload, read back
+        // from the read model, with its main keypair and default project.
+        let user = &r["data"]["create_user"]["user"];
+        assert_eq!(user["email"], format!("u{i:02}@example.com"));
+        assert!(
+            user["main_access_key"]
+                .as_str()
+                .unwrap()
+                .starts_with("AKIA")
+        );
+        assert_eq!(user["groups"], json!([{"name": "default"}]));
+    }
+    for i in 0..3 {
+        let r = create_user(&server, ADMIN, &format!("o{i}@other.org"), "other", "user").await;
+        assert_eq!(r["data"]["create_user"]["ok"], true, "{r}");
+    }
+    let r = create_user(&server, ADMIN, "boss@other.org", "other", "admin").await;
+    assert_eq!(r["data"]["create_user"]["ok"], true, "{r}");
+    let other_admin = keypair_for(&server, "boss@other.org", true).await;
+
+    // Pages: 2 fixture users + 12 + 3 + 1 = 18.
+    let page =
+        |offset: i32| json!({"limit": 5, "offset": offset, "filter": null, "order": "email"});
+    let first = gql(&server, ADMIN, USER_LIST, page(0)).await;
+    assert_eq!(first["data"]["user_list"]["total_count"], 18, "{first}");
+    let mut all = Vec::new();
+    for offset in (0..18).step_by(5) {
+        let r = gql(&server, ADMIN, USER_LIST, page(offset)).await;
+        all.extend(emails(&r, "user_list"));
+    }
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "ordered by email across pages");
+    assert_eq!(all.len(), 18);
+    // Past the end: no items, the total still right.
+    let r = gql(&server, ADMIN, USER_LIST, page(100)).await;
+    assert_eq!(
+        r["data"]["user_list"],
+        json!({"items": [], "total_count": 18})
+    );
+
+    // Filters, with bound values and the reference's operators.
+    let r = gql(
+        &server,
+        ADMIN,
+        USER_LIST,
+        json!({"limit": 50, "offset": 0, "filter": "email ilike \"%@OTHER.org\" & role == \"USER\"", "order": "-email"}),
+    )
+    .await;
+    assert_eq!(
+        emails(&r, "user_list"),
+        ["o2@other.org", "o1@other.org", "o0@other.org"]
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        USER_LIST,
+        json!({"limit": 50, "offset": 0, "filter": "password_hash == \"x\"", "order": null}),
+    )
+    .await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field name \"password_hash\""),
+        "{r}"
+    );
+    assert!(r["data"].is_null(), "{r}");
+    let r = gql(
+        &server,
+        ADMIN,
+        USER_LIST,
+        json!({"limit": 5000, "offset": 0}),
+    )
+    .await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{r}"
+    );
+
+    // A domain admin sees its own domain only, whatever it asks for.
+    let mine = (other_admin.0.as_str(), other_admin.1.as_str());
+    let r = gql(
+        &server,
+        mine,
+        USER_LIST,
+        json!({"limit": 50, "offset": 0, "domain_name": "default", "order": "email"}),
+    )
+    .await;
+    assert_eq!(
+        emails(&r, "user_list"),
+        [
+            "boss@other.org",
+            "o0@other.org",
+            "o1@other.org",
+            "o2@other.org"
+        ]
+    );
+    let r = gql(
+        &server,
+        mine,
+        "{ keypair_list(limit: 50, offset: 0) { items { user_id } total_count } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["keypair_list"]["total_count"], 5, "{r}");
+    // ... and cannot reach another domain's user directly either.
+    let r = gql(
+        &server,
+        mine,
+        "{ user(email: \"admin@lablup.com\") { email } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["user"], Value::Null, "{r}");
+
+    // A user may not list users, sees only its own keypairs, and the
+    // superadmin-only lists refuse it.
+    let r = gql(&server, USER, USER_LIST, json!({"limit": 5, "offset": 0})).await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Forbidden operation."),
+        "{r}"
+    );
+    let r = gql(
+        &server,
+        USER,
+        "{ keypair_list(limit: 50, offset: 0) { items { user_id access_key } total_count } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["keypair_list"],
+        json!({"items": [{"user_id": "user@lablup.com", "access_key": USER_AK}], "total_count": 1})
+    );
+    for doc in ["{ domains { name } }", "{ scaling_groups { name } }"] {
+        let r = gql(&server, USER, doc, json!({})).await;
+        assert!(r["errors"].is_array(), "{doc}: {r}");
+    }
+    let r = gql(
+        &server,
+        USER,
+        "{ groups { name } keypair { access_key is_admin } user { email role } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"],
+        json!({"groups": [{"name": "default"}], "keypair": {"access_key": USER_AK, "is_admin": false},
+               "user": {"email": "user@lablup.com", "role": "user"}}),
+        "{r}"
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "{ domains { name scaling_groups } groups(domain_name: \"default\") { name domain_name } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"],
+        json!({"domains": [{"name": "default", "scaling_groups": ["default"]}, {"name": "other", "scaling_groups": []}],
+               "groups": [{"name": "default", "domain_name": "default"}]}),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn mutations_answer_ok_msg_and_refuse_without_appending() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let head = log_head(&db).await;
+
+    // Above the caller's role: ok false, the reference's message, no event.
+    let r = gql(
+        &server,
+        USER,
+        "mutation { create_domain(name: \"x\", props: {}) { ok msg domain { name } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["create_domain"],
+        json!({"ok": false, "msg": "no permission to execute create_domain", "domain": null})
+    );
+    // Invariants: a duplicate, an unknown role, an unknown domain.
+    let r = create_user(&server, ADMIN, "user@lablup.com", "default", "user").await;
+    assert_eq!(r["data"]["create_user"]["ok"], false);
+    assert!(
+        r["data"]["create_user"]["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("integrity error"),
+        "{r}"
+    );
+    let r = create_user(&server, ADMIN, "new@example.com", "default", "overlord").await;
+    assert!(
+        r["data"]["create_user"]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("invalid role"),
+        "{r}"
+    );
+    let r = create_user(&server, ADMIN, "new@example.com", "nowhere", "user").await;
+    assert_eq!(r["data"]["create_user"]["ok"], false, "{r}");
+    // A policy that keypairs use cannot be deleted.
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { delete_keypair_resource_policy(name: \"default\") { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["delete_keypair_resource_policy"]["ok"], false,
+        "{r}"
+    );
+    // A project with members cannot be purged.
+    let r = gql(
+        &server,
+        ADMIN,
+        "{ groups(domain_name: \"default\") { id } }",
+        json!({}),
+    )
+    .await;
+    let gid = r["data"]["groups"][0]["id"].as_str().unwrap().to_owned();
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation($gid: UUID!) { purge_group(gid: $gid) { ok msg } }",
+        json!({"gid": gid}),
+    )
+    .await;
+    assert_eq!(r["data"]["purge_group"]["ok"], false, "{r}");
+    assert_eq!(log_head(&db).await, head, "refusals append nothing");
+
+    // The domain admin of `default` may manage projects there, not elsewhere.
+    let r = create_user(&server, ADMIN, "dadmin@example.com", "default", "admin").await;
+    assert_eq!(r["data"]["create_user"]["ok"], true, "{r}");
+    let dadmin = keypair_for(&server, "dadmin@example.com", true).await;
+    let dadmin = (dadmin.0.as_str(), dadmin.1.as_str());
+    let r = gql(
+        &server,
+        dadmin,
+        "mutation { create_group(name: \"team\", props: {domain_name: \"default\", description: \"d\"}) { ok msg group { name domain_name description } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["create_group"],
+        json!({"ok": true, "msg": "success", "group": {"name": "team", "domain_name": "default", "description": "d"}})
+    );
+    gql(
+        &server,
+        ADMIN,
+        "mutation { create_domain(name: \"elsewhere\", props: {}) { ok } }",
+        json!({}),
+    )
+    .await;
+    let r = gql(
+        &server,
+        dadmin,
+        "mutation { create_group(name: \"team\", props: {domain_name: \"elsewhere\"}) { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["create_group"],
+        json!({"ok": false, "msg": "no permission to execute create_group"})
+    );
+    let r = gql(
+        &server,
+        dadmin,
+        "mutation { create_user(email: \"z@example.com\", props: {username: \"z\", password: \"p\", need_password_change: false}) { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["create_user"]["msg"],
+        "no permission to execute create_user"
+    );
+
+    // Modify and delete, seen by the next query.
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { modify_user(email: \"dadmin@example.com\", props: {full_name: \"Dee\", role: \"user\"}) { ok msg user { full_name role } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["modify_user"],
+        json!({"ok": true, "msg": "success", "user": {"full_name": "Dee", "role": "user"}})
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { delete_user(email: \"dadmin@example.com\") { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["delete_user"],
+        json!({"ok": true, "msg": "success"})
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "{ user(email: \"dadmin@example.com\") { status is_active } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["user"],
+        json!({"status": "deleted", "is_active": false})
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retry_answer_as_the_first_request() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let vars = json!({"user_id": "user@lablup.com", "input": {"resource_policy": "default", "rate_limit": 500}});
+    let first = gql_with(
+        &server,
+        ADMIN,
+        CREATE_KEYPAIR,
+        vars.clone(),
+        &[("Idempotency-Key", "k-1")],
+    )
+    .await;
+    let head = log_head(&db).await;
+    let again = gql_with(
+        &server,
+        ADMIN,
+        CREATE_KEYPAIR,
+        vars.clone(),
+        &[("Idempotency-Key", "k-1")],
+    )
+    .await;
+    assert_eq!(first, again);
+    assert_eq!(first["data"]["create_keypair"]["ok"], true, "{first}");
+    assert_eq!(log_head(&db).await, head, "the retry appended nothing");
+    // Another key, or another caller with the same key, is another request.
+    let other = gql_with(
+        &server,
+        ADMIN,
+        CREATE_KEYPAIR,
+        vars,
+        &[("Idempotency-Key", "k-2")],
+    )
+    .await;
+    assert_ne!(
+        other["data"]["create_keypair"]["keypair"]["access_key"],
+        first["data"]["create_keypair"]["keypair"]["access_key"]
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "{ keypair_list(limit: 10, offset: 0, email: \"user@lablup.com\") { total_count } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["keypair_list"]["total_count"], 3, "{r}");
+}
+
+#[tokio::test]
+async fn envelopes_of_both_endpoints_and_bad_requests() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let post = |path: &'static str, body: &'static str| {
+        let server = &server;
+        async move { signed_json(server, "POST", path, ADMIN, body.as_bytes(), &[]).await }
+    };
+    // Legacy endpoint: the bare data ...
+    let r = post(
+        "/admin/graphql",
+        r#"{"query": "{ keypair { access_key } }"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"keypair": {"access_key": ADMIN_AK}})
+    );
+    // ... or 400 graphql-error with the errors as data.
+    let r = post("/admin/graphql", r#"{"query": "{ nope }"}"#).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "https://api.backend.ai/probs/graphql-error");
+    assert!(
+        body["data"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope"),
+        "{body}"
+    );
+    // /admin/gql answers 200 with errors.
+    let r = post("/admin/gql", r#"{"query": "{ nope }"}"#).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+    // Introspection is off by default.
+    let r = post(
+        "/admin/gql",
+        r#"{"query": "{ __schema { types { name } } }"}"#,
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"].is_array() && body.get("data").is_none_or(Value::is_null),
+        "{body}"
+    );
+    // Malformed bodies are problems, not GraphQL errors.
+    for bad in [
+        r#"{"query": 1}"#,
+        r#"{"query": "{ keypair { access_key } }", "extra": 1}"#,
+        "not json",
+        r#"{"query": "{}", "variables": [1]}"#,
+    ] {
+        let r = post("/admin/gql", bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["type"], "https://api.backend.ai/probs/invalid-api-params",
+            "{bad}"
+        );
+    }
+    // Field order follows the selection (the CLI zips fields with values).
+    let r = post(
+        "/admin/gql",
+        r#"{"query": "{ keypair { resource_policy access_key is_admin } }"}"#,
+    )
+    .await;
+    let text = r.text().await.unwrap();
+    let (a, b, c) = (
+        text.find("resource_policy").unwrap(),
+        text.find("access_key").unwrap(),
+        text.find("is_admin").unwrap(),
+    );
+    assert!(a < b && b < c, "{text}");
+}
