@@ -20,11 +20,13 @@
 //!   workflows that keep a keypair and its owner consistent.
 //! - [`project`]: projects (the reference's groups) and their members.
 //! - [`policy`]: keypair resource policies.
+//! - [`user_policy`], [`project_policy`]: user and project resource policies
+//!   (vfolder, quota-scope, model-service, image and network limits).
+//! - [`resource_preset`]: resource presets (named slot bundles).
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //! - [`scaling_group`]: scaling groups and who may use them.
 //!
-//! User/project resource policies, resource presets, GraphQL and the REST
-//! commands come next.
+//! GraphQL and the REST commands come next.
 //!
 //! # Guarantees
 //! - A command's events are appended only if the aggregate's stream is still
@@ -40,6 +42,9 @@ pub mod handler;
 pub mod keypair;
 pub mod policy;
 pub mod project;
+pub mod project_policy;
 pub mod reservation;
+pub mod resource_preset;
 pub mod scaling_group;
 pub mod user;
+pub mod user_policy;
