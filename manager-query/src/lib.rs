@@ -9,9 +9,12 @@
 //! # Layout
 //! - [`minilang`]: the reference's `filter` and `order` mini-languages, parsed
 //!   and turned into SQL whose values are all bound parameters.
-//! - [`rest`]: REST reads (`GET /auth/role`).
+//! - [`rest`]: REST reads (`GET /auth/role`, `GET /config/resource-slots`).
+//! - [`resource`]: resource presets (`GET /resource/presets`,
+//!   `POST /resource/check-presets`).
 //!
 //! The GraphQL schema comes next.
 
 pub mod minilang;
+pub mod resource;
 pub mod rest;
