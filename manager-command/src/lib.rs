@@ -20,6 +20,9 @@
 //!   workflows that keep a keypair and its owner consistent.
 //! - [`project`]: projects (the reference's groups) and their members.
 //! - [`policy`]: keypair resource policies.
+//! - [`user_policy`], [`project_policy`]: user and project resource policies
+//!   (vfolder, quota-scope, model-service, image and network limits).
+//! - [`resource_preset`]: resource presets (named slot bundles).
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //! - [`scaling_group`]: scaling groups and who may use them.
 //! - [`service`]: the command port the read side's GraphQL mutations use —
@@ -40,7 +43,10 @@ pub mod handler;
 pub mod keypair;
 pub mod policy;
 pub mod project;
+pub mod project_policy;
 pub mod reservation;
+pub mod resource_preset;
 pub mod scaling_group;
 pub mod service;
 pub mod user;
+pub mod user_policy;

@@ -181,22 +181,13 @@ pub async fn delete_keypair_policy(
     name: &str,
     metadata: manager_events::EventMetadata,
 ) -> Result<Option<u64>, Problem> {
-    use diesel::sql_types::Text;
-    use diesel_async::RunQueryDsl;
-    let unavailable = |e: String| Problem::new(ProblemKind::ServiceUnavailable).msg(e);
-    let mut conn = handler
-        .store()
-        .pool()
-        .get()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let referring = diesel::sql_query("SELECT 1 FROM keypairs WHERE resource_policy = $1 LIMIT 1")
-        .bind::<Text, _>(name)
-        .execute(&mut conn)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    drop(conn);
-    if referring > 0 {
+    if referenced(
+        handler,
+        "SELECT 1 FROM keypairs WHERE resource_policy = $1 LIMIT 1",
+        name,
+    )
+    .await?
+    {
         return Err(Problem::new(ProblemKind::GenericBadRequest).msg(format!(
             "keypairs still use the keypair resource policy {name:?}"
         )));
@@ -206,6 +197,31 @@ pub async fn delete_keypair_policy(
         .await
         .map(|done| done.position)
         .map_err(Into::into)
+}
+
+/// Whether a read-model row refers to `name`: `sql` selects at most one row,
+/// with `$1` bound to the name. Used to refuse deleting what is still in use
+/// (a policy its keypairs, users or projects name).
+pub(crate) async fn referenced(
+    handler: &crate::handler::CommandHandler,
+    sql: &'static str,
+    name: &str,
+) -> Result<bool, Problem> {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    let unavailable = |e: String| Problem::new(ProblemKind::ServiceUnavailable).msg(e);
+    let mut conn = handler
+        .store()
+        .pool()
+        .get()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let rows = diesel::sql_query(sql)
+        .bind::<Text, _>(name)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(rows > 0)
 }
 
 /// Fields of a permissive policy, as the reference's example fixture has it:

@@ -16,8 +16,10 @@
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`codec`]: how typed domain events become log entries and back.
 //! - [`domain`], [`project`], [`user`], [`keypair`], [`policy`],
-//!   [`scaling_group`], [`reservation`]: the vocabulary of each aggregate
+//!   [`user_policy`], [`project_policy`], [`scaling_group`],
+//!   [`resource_preset`], [`reservation`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
+//! - [`slots`]: the known resource slots and exact slot arithmetic.
 //! - [`migrations`]: the embedded schema.
 //! - [`port`]: the command port through which the read side's mutations
 //!   reach the write side.
@@ -59,15 +61,19 @@ pub mod policy;
 pub mod port;
 pub mod problem;
 pub mod project;
+pub mod project_policy;
 pub mod reservation;
+pub mod resource_preset;
 pub mod scaling_group;
 pub mod secrets;
+pub mod slots;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod user;
+pub mod user_policy;
 mod writer;
 
 pub use append::{

@@ -17,6 +17,9 @@
 //! - [`keypairs`]: the `keypairs` read model (secrets stay sealed).
 //! - [`projects`]: the `groups` and `association_groups_users` read models.
 //! - [`policies`]: the `keypair_resource_policies` read model.
+//! - [`user_policies`], [`project_policies`]: the `user_resource_policies`
+//!   and `project_resource_policies` read models.
+//! - [`presets`]: the `resource_presets` read model.
 //! - [`scaling_groups`]: scaling groups and their associations.
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
@@ -24,11 +27,14 @@
 pub mod domains;
 pub mod keypairs;
 pub mod policies;
+pub mod presets;
+pub mod project_policies;
 pub mod projects;
 pub mod rebuild;
 pub mod runner;
 pub mod scaling_groups;
 mod support;
+pub mod user_policies;
 pub mod users;
 
 pub use runner::{ProjectionError, ProjectionRunner, Projector, ProjectorStatus};
@@ -42,5 +48,8 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(projects::ProjectsProjector),
         std::sync::Arc::new(policies::KeypairPoliciesProjector),
         std::sync::Arc::new(scaling_groups::ScalingGroupsProjector),
+        std::sync::Arc::new(user_policies::UserPoliciesProjector),
+        std::sync::Arc::new(project_policies::ProjectPoliciesProjector),
+        std::sync::Arc::new(presets::ResourcePresetsProjector),
     ]
 }

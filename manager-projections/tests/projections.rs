@@ -458,3 +458,297 @@ async fn a_rebuild_replaces_the_tables_while_queries_keep_getting_consistent_ans
     .unwrap();
     assert_eq!(schemas.n, 0);
 }
+
+/// Appends `events` to a stream of any aggregate.
+async fn emit_any<E: serde::Serialize>(
+    store: &EventStore,
+    stream_id: String,
+    stream_type: &str,
+    events: &[E],
+) {
+    let new = events
+        .iter()
+        .map(|e| {
+            let (t, p) = encode(e).unwrap();
+            NewEvent::new(t, p)
+        })
+        .collect();
+    store
+        .append(AppendBatch::single(
+            stream_id,
+            stream_type,
+            ExpectedVersion::Any,
+            new,
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_user_and_project_policy_read_models_follow_the_log() {
+    use manager_events::project_policy::{self, ProjectPolicyEvent, ProjectPolicyFields};
+    use manager_events::user_policy::{self, UserPolicyEvent, UserPolicyFields};
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let user_fields = UserPolicyFields {
+        max_vfolder_count: 0,
+        max_quota_scope_size: -1,
+        max_session_count_per_model_session: 10,
+        max_customized_image_count: 3,
+    };
+    let user = |name: &str, events: Vec<UserPolicyEvent>| {
+        let store = store.clone();
+        let id = user_policy::stream_id(name);
+        async move { emit_any(&store, id, user_policy::STREAM_TYPE, &events).await }
+    };
+    user(
+        "default",
+        vec![
+            UserPolicyEvent::UserPolicyCreated {
+                name: "default".into(),
+                fields: user_fields.clone(),
+            },
+            UserPolicyEvent::UserPolicyModified {
+                fields: UserPolicyFields {
+                    max_quota_scope_size: 1 << 40,
+                    ..user_fields.clone()
+                },
+            },
+        ],
+    )
+    .await;
+    user(
+        "gone",
+        vec![
+            UserPolicyEvent::UserPolicyCreated {
+                name: "gone".into(),
+                fields: user_fields,
+            },
+            UserPolicyEvent::UserPolicyDeleted,
+        ],
+    )
+    .await;
+    let project_fields = ProjectPolicyFields {
+        max_vfolder_count: 4,
+        max_quota_scope_size: -1,
+        max_network_count: 3,
+    };
+    emit_any(
+        &store,
+        project_policy::stream_id("default"),
+        project_policy::STREAM_TYPE,
+        &[
+            ProjectPolicyEvent::ProjectPolicyCreated {
+                name: "default".into(),
+                fields: project_fields.clone(),
+            },
+            ProjectPolicyEvent::ProjectPolicyModified {
+                fields: ProjectPolicyFields {
+                    max_network_count: -1,
+                    ..project_fields
+                },
+            },
+        ],
+    )
+    .await;
+    let runner = ProjectionRunner::new(store.clone(), manager_projections::all(), 100);
+    runner.catch_up().await.unwrap();
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct UserRow {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Integer)]
+        max_vfolder_count: i32,
+        #[diesel(sql_type = BigInt)]
+        max_quota_scope_size: i64,
+        #[diesel(sql_type = Integer)]
+        max_session_count_per_model_session: i32,
+        #[diesel(sql_type = Integer)]
+        max_customized_image_count: i32,
+    }
+    let rows: Vec<UserRow> = diesel::sql_query(
+        "SELECT name, max_vfolder_count, max_quota_scope_size, max_session_count_per_model_session, \
+         max_customized_image_count \
+         FROM user_resource_policies ORDER BY name",
+    )
+    .load(&mut db.connection().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [UserRow {
+            name: "default".into(),
+            max_vfolder_count: 0,
+            max_quota_scope_size: 1 << 40,
+            max_session_count_per_model_session: 10,
+            max_customized_image_count: 3,
+        }]
+    );
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct ProjectRow {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Integer)]
+        max_vfolder_count: i32,
+        #[diesel(sql_type = BigInt)]
+        max_quota_scope_size: i64,
+        #[diesel(sql_type = Integer)]
+        max_network_count: i32,
+    }
+    let rows: Vec<ProjectRow> = diesel::sql_query(
+        "SELECT name, max_vfolder_count, max_quota_scope_size, max_network_count \
+         FROM project_resource_policies",
+    )
+    .load(&mut db.connection().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [ProjectRow {
+            name: "default".into(),
+            max_vfolder_count: 4,
+            max_quota_scope_size: -1,
+            max_network_count: -1,
+        }]
+    );
+
+    // Deleting the project policy removes its row; a rebuild gives the same.
+    emit_any(
+        &store,
+        project_policy::stream_id("default"),
+        project_policy::STREAM_TYPE,
+        &[ProjectPolicyEvent::ProjectPolicyDeleted],
+    )
+    .await;
+    runner.catch_up().await.unwrap();
+    let report = runner
+        .rebuild(
+            &manager_projections::user_policies::UserPoliciesProjector,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.position, store.head_position().await.unwrap());
+    let count = |table: &'static str| {
+        let url = db.url.clone();
+        async move {
+            use diesel_async::AsyncConnection;
+            #[derive(QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = BigInt)]
+                n: i64,
+            }
+            let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
+            let c: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+                .get_result(&mut conn)
+                .await
+                .unwrap();
+            c.n
+        }
+    };
+    assert_eq!(count("project_resource_policies").await, 0);
+    assert_eq!(count("user_resource_policies").await, 1);
+}
+
+#[tokio::test]
+async fn the_resource_presets_read_model_follows_the_log() {
+    use manager_events::resource_preset::{self, ResourcePresetEvent, ResourcePresetFields};
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let fields = |cpu: &str, shm: Option<i64>, group: Option<&str>| ResourcePresetFields {
+        resource_slots: [
+            ("cpu".to_owned(), cpu.to_owned()),
+            ("mem".to_owned(), "34359738368".to_owned()),
+            ("cuda.shares".to_owned(), "0.5".to_owned()),
+        ]
+        .into(),
+        shared_memory: shm,
+        scaling_group_name: group.map(Into::into),
+    };
+    let preset = |name: &'static str, events: Vec<ResourcePresetEvent>| {
+        let store = store.clone();
+        async move {
+            emit_any(
+                &store,
+                resource_preset::stream_id(name),
+                resource_preset::STREAM_TYPE,
+                &events,
+            )
+            .await
+        }
+    };
+    preset(
+        "01-small",
+        vec![
+            ResourcePresetEvent::ResourcePresetCreated {
+                name: "01-small".into(),
+                fields: fields("8", Some(1 << 30), Some("gpu")),
+            },
+            ResourcePresetEvent::ResourcePresetModified {
+                fields: fields("4", None, None),
+            },
+        ],
+    )
+    .await;
+    preset(
+        "02-medium",
+        vec![ResourcePresetEvent::ResourcePresetCreated {
+            name: "02-medium".into(),
+            fields: fields("24", Some(1 << 30), Some("gpu")),
+        }],
+    )
+    .await;
+    preset(
+        "03-gone",
+        vec![
+            ResourcePresetEvent::ResourcePresetCreated {
+                name: "03-gone".into(),
+                fields: fields("1", None, None),
+            },
+            ResourcePresetEvent::ResourcePresetDeleted,
+        ],
+    )
+    .await;
+    let runner = ProjectionRunner::new(store.clone(), manager_projections::all(), 100);
+    runner.catch_up().await.unwrap();
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Text)]
+        resource_slots: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        shared_memory: Option<i64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        scaling_group_name: Option<String>,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT name, resource_slots::text AS resource_slots, shared_memory, scaling_group_name \
+         FROM resource_presets ORDER BY name",
+    )
+    .load(&mut db.connection().await)
+    .await
+    .unwrap();
+    let slots =
+        |cpu: &str| format!(r#"{{"cpu": "{cpu}", "mem": "34359738368", "cuda.shares": "0.5"}}"#);
+    assert_eq!(
+        rows,
+        [
+            Row {
+                name: "01-small".into(),
+                resource_slots: slots("4"),
+                shared_memory: None,
+                scaling_group_name: None,
+            },
+            Row {
+                name: "02-medium".into(),
+                resource_slots: slots("24"),
+                shared_memory: Some(1 << 30),
+                scaling_group_name: Some("gpu".into()),
+            },
+        ]
+    );
+}

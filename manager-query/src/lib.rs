@@ -13,8 +13,11 @@
 //! - [`graphql`]: the schema, its resolvers and the two endpoints.
 //! - [`freshness`]: read-your-writes, waiting for the caller's last write.
 //! - [`rest`]: REST reads (`GET /auth/role`, `GET /config/resource-slots`).
+//! - [`resource`]: resource presets (`GET /resource/presets`,
+//!   `POST /resource/check-presets`).
 
 pub mod freshness;
 pub mod graphql;
 pub mod minilang;
+pub mod resource;
 pub mod rest;

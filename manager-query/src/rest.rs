@@ -60,14 +60,23 @@ async fn is_member(pool: &PgPool, group: uuid::Uuid, user: uuid::Uuid) -> Result
 }
 
 /// `GET /config/resource-slots` (unsigned): every known slot name and its
-/// type (`count`, `bytes` or `unique`). `cpu` and `mem` always exist;
+/// type (`count`, `bytes` or `unique`), from
+/// [`manager_events::slots::KNOWN_SLOTS`]. `cpu` and `mem` always exist;
 /// accelerator slots join when agents report them.
 pub async fn resource_slots() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "cpu": "count", "mem": "bytes" }))
+    HttpResponse::Ok().json(crate::resource::known_slot_types())
 }
 
 /// Registers the REST reads on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/role", web::get().to(auth_role))
-        .route("/config/resource-slots", web::get().to(resource_slots));
+        .route("/config/resource-slots", web::get().to(resource_slots))
+        .route(
+            "/resource/presets",
+            web::get().to(crate::resource::list_presets),
+        )
+        .route(
+            "/resource/check-presets",
+            web::post().to(crate::resource::check_presets),
+        );
 }

@@ -1,23 +1,31 @@
-//! Fixture files: domains, users, keypairs and projects to create at start-up (the
-//! default admin and user of a development cluster) — created by commands,
-//! so they are events like everything else. Populating skips what exists, so
-//! it can run on every `just run`.
+//! Fixture files: domains, users, keypairs, projects, resource policies,
+//! scaling groups and resource presets to create at start-up (the default
+//! admin and user of a development cluster) — created by commands, so they
+//! are events like everything else. Populating skips what exists, so it can
+//! run on every `just run`.
 
 use std::fmt;
 
 use anyhow::{Context, anyhow};
+use manager_command::aggregate::Aggregate;
 use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
 use manager_command::handler::CommandHandler;
 use manager_command::keypair::{self, CreateKeypair, Keypair, NewKeypair};
 use manager_command::policy::{KeypairPolicy, KeypairPolicyCommand, default_fields};
 use manager_command::project::{AddProjectMembers, CreateProject, ProjectFields};
+use manager_command::project_policy::{self, ProjectPolicy, ProjectPolicyCommand};
 use manager_command::reservation::Reservation;
+use manager_command::resource_preset::{self, ResourcePreset, ResourcePresetCommand};
 use manager_command::scaling_group::{
     self, AssociateScalingGroup, ScalingGroup, ScalingGroupCommand,
 };
 use manager_command::user::{CreateUser, UserFields, UserRole, UserStatus, password};
+use manager_command::user_policy::{self, UserPolicy, UserPolicyCommand};
+use manager_events::project_policy::ProjectPolicyFields;
+use manager_events::resource_preset::ResourcePresetFields;
 use manager_events::scaling_group::{ScalingGroupFields, ScalingGroupTarget};
 use manager_events::secrets::KeyStore;
+use manager_events::user_policy::UserPolicyFields;
 use manager_events::{EventMetadata, EventStore, reservation};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -32,6 +40,12 @@ pub struct Fixture {
     /// Keypair resource policies to create (with the reference's defaults).
     #[serde(default)]
     pub keypair_resource_policies: Vec<FixturePolicy>,
+    /// User resource policies to create.
+    #[serde(default)]
+    pub user_resource_policies: Vec<FixtureUserPolicy>,
+    /// Project resource policies to create.
+    #[serde(default)]
+    pub project_resource_policies: Vec<FixtureProjectPolicy>,
     /// Users to create.
     #[serde(default)]
     pub users: Vec<FixtureUser>,
@@ -44,6 +58,125 @@ pub struct Fixture {
     /// Scaling groups to create, with the domains that may use them.
     #[serde(default)]
     pub scaling_groups: Vec<FixtureScalingGroup>,
+    /// Resource presets to create.
+    #[serde(default)]
+    pub resource_presets: Vec<FixturePreset>,
+}
+
+/// A user resource policy of a fixture; limits left out take the
+/// reference's defaults (no vfolder count limit, no quota, 10 sessions per
+/// model service, 3 customized images).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureUserPolicy {
+    /// Its name.
+    pub name: String,
+    /// vfolders a user may own (0: no limit).
+    pub max_vfolder_count: Option<i32>,
+    /// Bytes of a user's quota scope (-1: no limit).
+    pub max_quota_scope_size: Option<i64>,
+    /// Sessions per model service.
+    pub max_session_count_per_model_session: Option<i32>,
+    /// Customized images a user may publish.
+    pub max_customized_image_count: Option<i32>,
+}
+
+impl FixtureUserPolicy {
+    fn fields(&self) -> UserPolicyFields {
+        let d = user_policy::default_fields();
+        UserPolicyFields {
+            max_vfolder_count: self.max_vfolder_count.unwrap_or(d.max_vfolder_count),
+            max_quota_scope_size: self.max_quota_scope_size.unwrap_or(d.max_quota_scope_size),
+            max_session_count_per_model_session: self
+                .max_session_count_per_model_session
+                .unwrap_or(d.max_session_count_per_model_session),
+            max_customized_image_count: self
+                .max_customized_image_count
+                .unwrap_or(d.max_customized_image_count),
+        }
+    }
+}
+
+/// A project resource policy of a fixture; limits left out take the
+/// reference's defaults (no vfolder count limit, no quota, 3 networks).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureProjectPolicy {
+    /// Its name.
+    pub name: String,
+    /// vfolders a project may own (0: no limit).
+    pub max_vfolder_count: Option<i32>,
+    /// Bytes of a project's quota scope (-1: no limit).
+    pub max_quota_scope_size: Option<i64>,
+    /// Networks per project (-1: no limit).
+    pub max_network_count: Option<i32>,
+}
+
+impl FixtureProjectPolicy {
+    fn fields(&self) -> ProjectPolicyFields {
+        let d = project_policy::default_fields();
+        ProjectPolicyFields {
+            max_vfolder_count: self.max_vfolder_count.unwrap_or(d.max_vfolder_count),
+            max_quota_scope_size: self.max_quota_scope_size.unwrap_or(d.max_quota_scope_size),
+            max_network_count: self.max_network_count.unwrap_or(d.max_network_count),
+        }
+    }
+}
+
+/// A resource preset of a fixture. Amounts may be JSON strings or numbers,
+/// as in the reference's fixtures.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixturePreset {
+    /// Its name.
+    pub name: String,
+    /// Slot name → amount (`cpu` and `mem` required; `mem` in bytes).
+    pub resource_slots: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Bytes of shared memory, at most `mem`.
+    #[serde(default)]
+    pub shared_memory: Option<serde_json::Value>,
+    /// The scaling group it is meant for.
+    #[serde(default)]
+    pub scaling_group_name: Option<String>,
+}
+
+/// A JSON string or number as the decimal string it spells.
+fn decimal(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl FixturePreset {
+    fn fields(&self) -> anyhow::Result<ResourcePresetFields> {
+        let mut resource_slots = std::collections::BTreeMap::new();
+        for (slot, value) in &self.resource_slots {
+            let amount = decimal(value).with_context(|| {
+                format!("resource preset {}: slot {slot} is not a number", self.name)
+            })?;
+            resource_slots.insert(slot.clone(), amount);
+        }
+        let shared_memory = match &self.shared_memory {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                decimal(v)
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .with_context(|| {
+                        format!(
+                            "resource preset {}: shared_memory is not a number of bytes",
+                            self.name
+                        )
+                    })?,
+            ),
+        };
+        Ok(ResourcePresetFields {
+            resource_slots,
+            shared_memory,
+            scaling_group_name: self.scaling_group_name.clone(),
+        })
+    }
 }
 
 /// A scaling group of a fixture.
@@ -187,6 +320,33 @@ async fn user_by_email(handler: &CommandHandler, email: &str) -> anyhow::Result<
         .and_then(|h| h.strip_prefix("user:").and_then(|u| u.parse().ok())))
 }
 
+/// Runs `command` (a creation) on the aggregate at `stream_id` unless it
+/// already exists, and says which in the report as "`kind` `name`".
+async fn create_missing<A: Aggregate>(
+    handler: &CommandHandler,
+    report: &mut Report,
+    (kind, name): (&str, &str),
+    stream_id: &str,
+    exists: impl Fn(&A) -> bool,
+    command: A::Command,
+) -> anyhow::Result<()> {
+    let what = format!("{kind} {name}");
+    let (existing, _) = handler
+        .load::<A>(stream_id)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    if exists(&existing) {
+        report.existing.push(what);
+        return Ok(());
+    }
+    handler
+        .execute::<A>(stream_id, command, meta(&kind.replace(' ', "-")))
+        .await
+        .map_err(|e| anyhow!("{what}: {e}"))?;
+    report.created.push(what);
+    Ok(())
+}
+
 /// Creates what the fixture describes and does not exist yet.
 pub async fn populate(
     store: &EventStore,
@@ -246,6 +406,36 @@ pub async fn populate(
         report
             .created
             .push(format!("keypair resource policy {}", p.name));
+    }
+    for p in &fixture.user_resource_policies {
+        let command = UserPolicyCommand::Create {
+            name: p.name.clone(),
+            fields: p.fields(),
+        };
+        create_missing::<UserPolicy>(
+            &handler,
+            &mut report,
+            ("user resource policy", &p.name),
+            &user_policy::stream_id(&p.name),
+            |existing| existing.name.is_some(),
+            command,
+        )
+        .await?;
+    }
+    for p in &fixture.project_resource_policies {
+        let command = ProjectPolicyCommand::Create {
+            name: p.name.clone(),
+            fields: p.fields(),
+        };
+        create_missing::<ProjectPolicy>(
+            &handler,
+            &mut report,
+            ("project resource policy", &p.name),
+            &project_policy::stream_id(&p.name),
+            |existing| existing.name.is_some(),
+            command,
+        )
+        .await?;
     }
     for u in &fixture.users {
         if user_by_email(&handler, &u.email).await?.is_some() {
@@ -396,6 +586,21 @@ pub async fn populate(
                 .await
                 .map_err(|e| anyhow!("scaling group {} for domain {d}: {e}", g.name))?;
         }
+    }
+    for p in &fixture.resource_presets {
+        let command = ResourcePresetCommand::Create {
+            name: p.name.clone(),
+            fields: p.fields()?,
+        };
+        create_missing::<ResourcePreset>(
+            &handler,
+            &mut report,
+            ("resource preset", &p.name),
+            &resource_preset::stream_id(&p.name),
+            |existing| existing.name.is_some(),
+            command,
+        )
+        .await?;
     }
     Ok(report)
 }

@@ -208,6 +208,7 @@ async fn projections_rebuild_replays_and_unknown_names_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(
-        "there are: domains, users, keypairs, projects, keypair_resource_policies, scaling_groups"
+        "there are: domains, users, keypairs, projects, keypair_resource_policies, scaling_groups, \
+         user_resource_policies, project_resource_policies, resource_presets"
     ));
 }
