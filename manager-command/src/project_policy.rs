@@ -168,7 +168,7 @@ pub async fn delete_project_policy(
     handler: &crate::handler::CommandHandler,
     name: &str,
     metadata: manager_events::EventMetadata,
-) -> Result<(), Problem> {
+) -> Result<Option<u64>, Problem> {
     if referenced(
         handler,
         "SELECT 1 FROM groups WHERE resource_policy = $1 LIMIT 1",
@@ -183,7 +183,7 @@ pub async fn delete_project_policy(
     handler
         .execute::<ProjectPolicy>(&stream_id(name), ProjectPolicyCommand::Delete, metadata)
         .await
-        .map(|_| ())
+        .map(|done| done.position)
         .map_err(Into::into)
 }
 

@@ -41,9 +41,12 @@ use crate::project::{
     self, AddProjectMembers, CreateProject, Project, ProjectCommand, PurgeProject,
     RemoveProjectMembers,
 };
+use crate::project_policy::{self, ProjectPolicy, ProjectPolicyCommand};
 use crate::reservation::Reservation;
+use crate::resource_preset::{self, ResourcePreset, ResourcePresetCommand};
 use crate::scaling_group::{self, AssociateScalingGroup, ScalingGroup, ScalingGroupCommand};
 use crate::user::{self, CreateUser, DeleteUser, PurgeUser, User, UserCommand, password};
+use crate::user_policy::{self, UserPolicy, UserPolicyCommand};
 
 /// The keypair resource policy of the keypair `create_user` makes.
 pub const MAIN_KEYPAIR_POLICY: &str = "default";
@@ -476,6 +479,66 @@ impl CommandService {
                     ..Submitted::default()
                 })
             }
+            AdminCommand::CreateUserPolicy { name, fields } => {
+                let cmd = UserPolicyCommand::Create {
+                    name: name.clone(),
+                    fields,
+                };
+                self.single::<UserPolicy>(&user_policy::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::ModifyUserPolicy { name, fields } => {
+                let cmd = UserPolicyCommand::Modify(fields);
+                self.single::<UserPolicy>(&user_policy::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::DeleteUserPolicy { name } => {
+                let position = user_policy::delete_user_policy(h, &name, meta).await?;
+                Ok(Submitted {
+                    position,
+                    created: Some(name),
+                    ..Submitted::default()
+                })
+            }
+            AdminCommand::CreateProjectPolicy { name, fields } => {
+                let cmd = ProjectPolicyCommand::Create {
+                    name: name.clone(),
+                    fields,
+                };
+                self.single::<ProjectPolicy>(&project_policy::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::ModifyProjectPolicy { name, fields } => {
+                let cmd = ProjectPolicyCommand::Modify(fields);
+                self.single::<ProjectPolicy>(&project_policy::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::DeleteProjectPolicy { name } => {
+                let position = project_policy::delete_project_policy(h, &name, meta).await?;
+                Ok(Submitted {
+                    position,
+                    created: Some(name),
+                    ..Submitted::default()
+                })
+            }
+            AdminCommand::CreateResourcePreset { name, fields } => {
+                let cmd = ResourcePresetCommand::Create {
+                    name: name.clone(),
+                    fields,
+                };
+                self.single::<ResourcePreset>(&resource_preset::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::ModifyResourcePreset { name, fields } => {
+                let cmd = ResourcePresetCommand::Modify(fields);
+                self.single::<ResourcePreset>(&resource_preset::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::DeleteResourcePreset { name } => {
+                let cmd = ResourcePresetCommand::Delete;
+                self.single::<ResourcePreset>(&resource_preset::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
             AdminCommand::CreateScalingGroup { name, fields } => {
                 let cmd = ScalingGroupCommand::Create {
                     name: name.clone(),
@@ -508,6 +571,27 @@ impl CommandService {
                     .await
             }
         }
+    }
+
+    /// Runs one command on one aggregate named `name`.
+    async fn single<A>(
+        &self,
+        stream_id: &str,
+        name: &str,
+        command: A::Command,
+        meta: EventMetadata,
+    ) -> Result<Submitted, Problem>
+    where
+        A: crate::aggregate::Aggregate,
+        A::Error: Into<Problem>,
+    {
+        let t = self.handler.execute::<A>(stream_id, command, meta).await?;
+        Ok(Submitted {
+            position: t.position,
+            created: Some(name.to_owned()),
+            secret: None,
+            deduplicated: t.deduplicated,
+        })
     }
 
     async fn domain(

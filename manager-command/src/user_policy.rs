@@ -172,7 +172,7 @@ pub async fn delete_user_policy(
     handler: &crate::handler::CommandHandler,
     name: &str,
     metadata: manager_events::EventMetadata,
-) -> Result<(), Problem> {
+) -> Result<Option<u64>, Problem> {
     if referenced(
         handler,
         "SELECT 1 FROM users WHERE resource_policy = $1 LIMIT 1",
@@ -186,7 +186,7 @@ pub async fn delete_user_policy(
     handler
         .execute::<UserPolicy>(&stream_id(name), UserPolicyCommand::Delete, metadata)
         .await
-        .map(|_| ())
+        .map(|done| done.position)
         .map_err(Into::into)
 }
 

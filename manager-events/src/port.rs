@@ -19,8 +19,11 @@ use crate::domain::{DomainFields, DomainPatch};
 use crate::keypair::KeypairPatch;
 use crate::policy::KeypairPolicyFields;
 use crate::project::{ProjectFields, ProjectPatch};
+use crate::project_policy::ProjectPolicyFields;
+use crate::resource_preset::ResourcePresetFields;
 use crate::scaling_group::{ScalingGroupFields, ScalingGroupTarget};
 use crate::user::{UserFields, UserPatch};
+use crate::user_policy::UserPolicyFields;
 
 /// An administrative command, as an adapter hands it to the write side.
 #[derive(Debug, Clone)]
@@ -147,6 +150,63 @@ pub enum AdminCommand {
         /// Which.
         name: String,
     },
+    /// Creates a user resource policy.
+    CreateUserPolicy {
+        /// Its name.
+        name: String,
+        /// Its fields.
+        fields: UserPolicyFields,
+    },
+    /// Replaces a user resource policy's fields.
+    ModifyUserPolicy {
+        /// Which.
+        name: String,
+        /// Its new fields.
+        fields: UserPolicyFields,
+    },
+    /// Deletes a user resource policy no user uses.
+    DeleteUserPolicy {
+        /// Which.
+        name: String,
+    },
+    /// Creates a project resource policy.
+    CreateProjectPolicy {
+        /// Its name.
+        name: String,
+        /// Its fields.
+        fields: ProjectPolicyFields,
+    },
+    /// Replaces a project resource policy's fields.
+    ModifyProjectPolicy {
+        /// Which.
+        name: String,
+        /// Its new fields.
+        fields: ProjectPolicyFields,
+    },
+    /// Deletes a project resource policy no project uses.
+    DeleteProjectPolicy {
+        /// Which.
+        name: String,
+    },
+    /// Creates a resource preset.
+    CreateResourcePreset {
+        /// Its name.
+        name: String,
+        /// Its fields.
+        fields: ResourcePresetFields,
+    },
+    /// Replaces a resource preset's fields.
+    ModifyResourcePreset {
+        /// Which.
+        name: String,
+        /// Its new fields.
+        fields: ResourcePresetFields,
+    },
+    /// Deletes a resource preset.
+    DeleteResourcePreset {
+        /// Which.
+        name: String,
+    },
     /// Creates a scaling group.
     CreateScalingGroup {
         /// Its name.
@@ -205,6 +265,15 @@ impl AdminCommand {
             AdminCommand::CreateKeypairPolicy { .. } => "create_keypair_resource_policy",
             AdminCommand::ModifyKeypairPolicy { .. } => "modify_keypair_resource_policy",
             AdminCommand::DeleteKeypairPolicy { .. } => "delete_keypair_resource_policy",
+            AdminCommand::CreateUserPolicy { .. } => "create_user_resource_policy",
+            AdminCommand::ModifyUserPolicy { .. } => "modify_user_resource_policy",
+            AdminCommand::DeleteUserPolicy { .. } => "delete_user_resource_policy",
+            AdminCommand::CreateProjectPolicy { .. } => "create_project_resource_policy",
+            AdminCommand::ModifyProjectPolicy { .. } => "modify_project_resource_policy",
+            AdminCommand::DeleteProjectPolicy { .. } => "delete_project_resource_policy",
+            AdminCommand::CreateResourcePreset { .. } => "create_resource_preset",
+            AdminCommand::ModifyResourcePreset { .. } => "modify_resource_preset",
+            AdminCommand::DeleteResourcePreset { .. } => "delete_resource_preset",
             AdminCommand::CreateScalingGroup { .. } => "create_scaling_group",
             AdminCommand::ModifyScalingGroup { .. } => "modify_scaling_group",
             AdminCommand::DeleteScalingGroup { .. } => "delete_scaling_group",

@@ -539,3 +539,105 @@ async fn envelopes_of_both_endpoints_and_bad_requests() {
     );
     assert!(a < b && b < c, "{text}");
 }
+
+#[tokio::test]
+async fn presets_and_user_and_project_policies_through_graphql() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    // The fixture's presets, visible to any caller.
+    let r = gql(
+        &server,
+        USER,
+        "{ resource_presets { name resource_slots shared_memory } }",
+        json!({}),
+    )
+    .await;
+    let names: Vec<&str> = r["data"]["resource_presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["01-small", "02-medium", "03-large"], "{r}");
+
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { create_resource_preset(name: \"gpu-1\", props: {resource_slots: \"{\\\"cpu\\\": 4, \\\"mem\\\": \\\"8g\\\"}\", shared_memory: \"1g\"}) { ok msg resource_preset { name resource_slots shared_memory } } }",
+        json!({}),
+    )
+    .await;
+    let preset = &r["data"]["create_resource_preset"]["resource_preset"];
+    assert_eq!(preset["name"], "gpu-1", "{r}");
+    let slots: Value = serde_json::from_str(preset["resource_slots"].as_str().unwrap()).unwrap();
+    assert_eq!(slots, json!({"cpu": "4", "mem": "8589934592"}));
+    assert_eq!(preset["shared_memory"], 1_073_741_824);
+    // Shared memory beyond memory is refused; users may not create presets.
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { modify_resource_preset(name: \"gpu-1\", props: {shared_memory: \"16g\"}) { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["modify_resource_preset"]["ok"], false, "{r}");
+    let r = gql(
+        &server,
+        USER,
+        "mutation { delete_resource_preset(name: \"gpu-1\") { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["delete_resource_preset"]["msg"],
+        "no permission to execute delete_resource_preset"
+    );
+
+    // User and project resource policies: the caller's own, then changes.
+    let r = gql(
+        &server,
+        USER,
+        "{ user_resource_policy { name max_session_count_per_model_session } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["user_resource_policy"],
+        json!({"name": "default", "max_session_count_per_model_session": 10})
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { create_project_resource_policy(name: \"small\", props: {max_network_count: 1}) { ok msg resource_policy { name max_network_count max_quota_scope_size } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["create_project_resource_policy"]["resource_policy"],
+        json!({"name": "small", "max_network_count": 1, "max_quota_scope_size": -1})
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation { modify_user_resource_policy(name: \"default\", props: {max_vfolder_count: 7}) { ok msg } delete_user_resource_policy(name: \"default\") { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["modify_user_resource_policy"]["ok"], true, "{r}");
+    assert_eq!(
+        r["data"]["delete_user_resource_policy"]["ok"], false,
+        "users use it: {r}"
+    );
+    let r = gql(
+        &server,
+        ADMIN,
+        "{ user_resource_policies { name max_vfolder_count } project_resource_policies { name } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["data"],
+        json!({"user_resource_policies": [{"name": "default", "max_vfolder_count": 7}],
+               "project_resource_policies": [{"name": "default"}, {"name": "small"}]})
+    );
+}

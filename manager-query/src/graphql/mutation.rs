@@ -17,17 +17,23 @@ use manager_events::keypair::KeypairPatch;
 use manager_events::policy::{DefaultForUnspecified, KeypairPolicyFields};
 use manager_events::port::{AdminCommand, Submitted};
 use manager_events::project::{ProjectFields, ProjectPatch};
+use manager_events::project_policy::ProjectPolicyFields;
+use manager_events::resource_preset::ResourcePresetFields;
 use manager_events::scaling_group::{ScalingGroupFields, ScalingGroupTarget};
 use manager_events::user::{UserFields, UserPatch, UserRole, UserStatus};
+use manager_events::user_policy::UserPolicyFields;
 use uuid::Uuid;
 
 use super::Context;
 use super::query::{
-    domain_by_name, group_by_id, keypair_by_key, policy_by_name, policy_fields_by_name,
-    scaling_group_by_name, users_by_id,
+    by_name, domain_by_name, group_by_id, keypair_by_key, policy_by_name, policy_fields_by_name,
+    presets, project_policies, scaling_group_by_name, user_policies, users_by_id,
 };
 use super::scalars::{BigInt, JsonString};
-use super::types::{Domain, Group, KeyPair, KeyPairResourcePolicy, ScalingGroup, User};
+use super::types::{
+    Domain, Group, KeyPair, KeyPairResourcePolicy, ProjectResourcePolicy, ResourcePreset,
+    ScalingGroup, User, UserResourcePolicy,
+};
 
 /// A refusal, shown as `msg`.
 type Refusal = String;
@@ -365,6 +371,95 @@ pub struct ModifyScalingGroupInput {
     use_host_network: Option<bool>,
 }
 
+/// Arguments of `create_user_resource_policy` (missing fields take the
+/// reference's defaults: no vfolder limit, no quota, 10 sessions per model
+/// service, 3 customized images).
+#[derive(Debug, GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct UserResourcePolicyInput {
+    max_vfolder_count: Option<i32>,
+    max_quota_scope_size: Option<BigInt>,
+    max_session_count_per_model_session: Option<i32>,
+    max_customized_image_count: Option<i32>,
+}
+
+/// Arguments of `create_project_resource_policy` (missing fields take the
+/// reference's defaults: no vfolder limit, no quota, 3 networks).
+#[derive(Debug, GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ProjectResourcePolicyInput {
+    max_vfolder_count: Option<i32>,
+    max_quota_scope_size: Option<BigInt>,
+    max_network_count: Option<i32>,
+}
+
+/// Arguments of `create_resource_preset` and `modify_resource_preset`.
+#[derive(Debug, GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ResourcePresetInput {
+    resource_slots: Option<JsonString>,
+    /// Bytes, or a size such as `"1g"`.
+    shared_memory: Option<String>,
+    scaling_group_name: Option<String>,
+}
+
+/// A byte count written as digits or with a binary suffix (`k`, `m`, `g`,
+/// `t`, `p`; optionally followed by `b`/`ib`), as the reference accepts.
+pub fn binary_size(text: &str) -> Option<i64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (digits, shift) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 10),
+        'm' => (&t[..t.len() - 1], 20),
+        'g' => (&t[..t.len() - 1], 30),
+        't' => (&t[..t.len() - 1], 40),
+        'p' => (&t[..t.len() - 1], 50),
+        _ => (t, 0),
+    };
+    let n: i64 = digits.trim().parse().ok()?;
+    if n < 0 {
+        return None;
+    }
+    n.checked_mul(1i64 << shift)
+}
+
+impl ResourcePresetInput {
+    fn fields(self, base: Option<ResourcePreset>) -> Result<ResourcePresetFields, Refusal> {
+        let mut slots = match slot_map("resource_slots", self.resource_slots.as_ref())? {
+            Some(s) => s,
+            None => match base.as_ref().and_then(|b| b.resource_slots.as_ref()) {
+                Some(j) => j.parse("resource_slots")?,
+                None => return Err("resource_slots is required".into()),
+            },
+        };
+        if let Some(mem) = slots.get_mut("mem")
+            && mem.parse::<f64>().is_err()
+        {
+            *mem = binary_size(mem)
+                .ok_or_else(|| format!("resource_slots: mem {mem:?} is not a size"))?
+                .to_string();
+        }
+        let shared_memory = match self.shared_memory {
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => {
+                Some(binary_size(&s).ok_or_else(|| format!("shared_memory: {s:?} is not a size"))?)
+            }
+            None => base.as_ref().and_then(|b| b.shared_memory).map(|b| b.0),
+        };
+        Ok(ResourcePresetFields {
+            resource_slots: slots,
+            shared_memory,
+            scaling_group_name: self
+                .scaling_group_name
+                .or_else(|| base.and_then(|b| b.scaling_group_name))
+                .filter(|s| !s.is_empty()),
+        })
+    }
+}
+
 macro_rules! payload {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -447,6 +542,24 @@ payload!(/// Result of `modify_keypair_resource_policy`.
     ModifyKeyPairResourcePolicy);
 payload!(/// Result of `delete_keypair_resource_policy`.
     DeleteKeyPairResourcePolicy);
+payload!(/// Result of `create_user_resource_policy`.
+    CreateUserResourcePolicy, resource_policy: UserResourcePolicy);
+payload!(/// Result of `modify_user_resource_policy`.
+    ModifyUserResourcePolicy);
+payload!(/// Result of `delete_user_resource_policy`.
+    DeleteUserResourcePolicy);
+payload!(/// Result of `create_project_resource_policy`.
+    CreateProjectResourcePolicy, resource_policy: ProjectResourcePolicy);
+payload!(/// Result of `modify_project_resource_policy`.
+    ModifyProjectResourcePolicy);
+payload!(/// Result of `delete_project_resource_policy`.
+    DeleteProjectResourcePolicy);
+payload!(/// Result of `create_resource_preset`.
+    CreateResourcePreset, resource_preset: ResourcePreset);
+payload!(/// Result of `modify_resource_preset`.
+    ModifyResourcePreset);
+payload!(/// Result of `delete_resource_preset`.
+    DeleteResourcePreset);
 payload!(/// Result of `create_scaling_group`.
     CreateScalingGroup, scaling_group: ScalingGroup);
 payload!(/// Result of `modify_scaling_group`.
@@ -903,6 +1016,194 @@ impl Mutation {
         )
     }
 
+    /// Creates a user resource policy (superadmins).
+    async fn create_user_resource_policy(
+        ctx: &Context,
+        name: String,
+        props: UserResourcePolicyInput,
+    ) -> FieldResult<CreateUserResourcePolicy> {
+        let fields = UserPolicyFields {
+            max_vfolder_count: props.max_vfolder_count.unwrap_or(0),
+            max_quota_scope_size: props.max_quota_scope_size.map_or(-1, |b| b.0),
+            max_session_count_per_model_session: props
+                .max_session_count_per_model_session
+                .unwrap_or(10),
+            max_customized_image_count: props.max_customized_image_count.unwrap_or(3),
+        };
+        match ctx
+            .submit(AdminCommand::CreateUserPolicy {
+                name: name.clone(),
+                fields,
+            })
+            .await
+        {
+            Ok(_) => Ok(CreateUserResourcePolicy::done(
+                user_policies(ctx, by_name("p.name", &name)).await?.pop(),
+            )),
+            Err(msg) => Ok(CreateUserResourcePolicy::failed(msg)),
+        }
+    }
+
+    /// Changes a user resource policy (superadmins).
+    async fn modify_user_resource_policy(
+        ctx: &Context,
+        name: String,
+        props: UserResourcePolicyInput,
+    ) -> FieldResult<ModifyUserResourcePolicy> {
+        let Some(current) = user_policies(ctx, by_name("p.name", &name)).await?.pop() else {
+            return Ok(ModifyUserResourcePolicy::of(Err(
+                "no such user resource policy".into(),
+            )));
+        };
+        let fields = UserPolicyFields {
+            max_vfolder_count: props
+                .max_vfolder_count
+                .or(current.max_vfolder_count)
+                .unwrap_or(0),
+            max_quota_scope_size: props
+                .max_quota_scope_size
+                .or(current.max_quota_scope_size)
+                .map_or(-1, |b| b.0),
+            max_session_count_per_model_session: props
+                .max_session_count_per_model_session
+                .or(current.max_session_count_per_model_session)
+                .unwrap_or(10),
+            max_customized_image_count: props
+                .max_customized_image_count
+                .or(current.max_customized_image_count)
+                .unwrap_or(3),
+        };
+        Ok(ModifyUserResourcePolicy::of(
+            ctx.submit(AdminCommand::ModifyUserPolicy { name, fields })
+                .await,
+        ))
+    }
+
+    /// Deletes a user resource policy no user uses (superadmins).
+    async fn delete_user_resource_policy(ctx: &Context, name: String) -> DeleteUserResourcePolicy {
+        DeleteUserResourcePolicy::of(ctx.submit(AdminCommand::DeleteUserPolicy { name }).await)
+    }
+
+    /// Creates a project resource policy (superadmins).
+    async fn create_project_resource_policy(
+        ctx: &Context,
+        name: String,
+        props: ProjectResourcePolicyInput,
+    ) -> FieldResult<CreateProjectResourcePolicy> {
+        let fields = ProjectPolicyFields {
+            max_vfolder_count: props.max_vfolder_count.unwrap_or(0),
+            max_quota_scope_size: props.max_quota_scope_size.map_or(-1, |b| b.0),
+            max_network_count: props.max_network_count.unwrap_or(3),
+        };
+        match ctx
+            .submit(AdminCommand::CreateProjectPolicy {
+                name: name.clone(),
+                fields,
+            })
+            .await
+        {
+            Ok(_) => Ok(CreateProjectResourcePolicy::done(
+                project_policies(ctx, by_name("p.name", &name)).await?.pop(),
+            )),
+            Err(msg) => Ok(CreateProjectResourcePolicy::failed(msg)),
+        }
+    }
+
+    /// Changes a project resource policy (superadmins).
+    async fn modify_project_resource_policy(
+        ctx: &Context,
+        name: String,
+        props: ProjectResourcePolicyInput,
+    ) -> FieldResult<ModifyProjectResourcePolicy> {
+        let Some(current) = project_policies(ctx, by_name("p.name", &name)).await?.pop() else {
+            return Ok(ModifyProjectResourcePolicy::of(Err(
+                "no such project resource policy".into(),
+            )));
+        };
+        let fields = ProjectPolicyFields {
+            max_vfolder_count: props
+                .max_vfolder_count
+                .or(current.max_vfolder_count)
+                .unwrap_or(0),
+            max_quota_scope_size: props
+                .max_quota_scope_size
+                .or(current.max_quota_scope_size)
+                .map_or(-1, |b| b.0),
+            max_network_count: props
+                .max_network_count
+                .or(current.max_network_count)
+                .unwrap_or(3),
+        };
+        Ok(ModifyProjectResourcePolicy::of(
+            ctx.submit(AdminCommand::ModifyProjectPolicy { name, fields })
+                .await,
+        ))
+    }
+
+    /// Deletes a project resource policy no project uses (superadmins).
+    async fn delete_project_resource_policy(
+        ctx: &Context,
+        name: String,
+    ) -> DeleteProjectResourcePolicy {
+        DeleteProjectResourcePolicy::of(
+            ctx.submit(AdminCommand::DeleteProjectPolicy { name }).await,
+        )
+    }
+
+    /// Creates a resource preset (superadmins).
+    async fn create_resource_preset(
+        ctx: &Context,
+        name: String,
+        props: ResourcePresetInput,
+    ) -> FieldResult<CreateResourcePreset> {
+        let submitted = match props.fields(None) {
+            Ok(fields) => {
+                ctx.submit(AdminCommand::CreateResourcePreset {
+                    name: name.clone(),
+                    fields,
+                })
+                .await
+            }
+            Err(msg) => Err(msg),
+        };
+        match submitted {
+            Ok(_) => Ok(CreateResourcePreset::done(
+                presets(ctx, by_name("r.name", &name)).await?.pop(),
+            )),
+            Err(msg) => Ok(CreateResourcePreset::failed(msg)),
+        }
+    }
+
+    /// Changes a resource preset (superadmins).
+    async fn modify_resource_preset(
+        ctx: &Context,
+        name: String,
+        props: ResourcePresetInput,
+    ) -> FieldResult<ModifyResourcePreset> {
+        let Some(current) = presets(ctx, by_name("r.name", &name)).await?.pop() else {
+            return Ok(ModifyResourcePreset::of(Err(
+                "no such resource preset".into()
+            )));
+        };
+        Ok(ModifyResourcePreset::of(
+            match props.fields(Some(current)) {
+                Ok(fields) => {
+                    ctx.submit(AdminCommand::ModifyResourcePreset { name, fields })
+                        .await
+                }
+                Err(msg) => Err(msg),
+            },
+        ))
+    }
+
+    /// Deletes a resource preset (superadmins).
+    async fn delete_resource_preset(ctx: &Context, name: String) -> DeleteResourcePreset {
+        DeleteResourcePreset::of(
+            ctx.submit(AdminCommand::DeleteResourcePreset { name })
+                .await,
+        )
+    }
+
     /// Creates a scaling group (superadmins).
     async fn create_scaling_group(
         ctx: &Context,
@@ -1083,5 +1384,22 @@ impl Mutation {
             })
             .await,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary_size;
+
+    #[test]
+    fn sizes_with_binary_suffixes() {
+        assert_eq!(binary_size("1024"), Some(1024));
+        assert_eq!(binary_size("1k"), Some(1024));
+        assert_eq!(binary_size("8g"), Some(8 << 30));
+        assert_eq!(binary_size("2GiB"), Some(2 << 30));
+        assert_eq!(binary_size(" 3 m "), Some(3 << 20));
+        assert_eq!(binary_size("-1g"), None);
+        assert_eq!(binary_size("lots"), None);
+        assert_eq!(binary_size("9999999p"), None, "overflow");
     }
 }

@@ -14,8 +14,8 @@ use super::Context;
 use super::scalars::{BigInt as GqlBigInt, DateTime, JsonString};
 use super::sql::{Conditions, gql_error, page, pool_error};
 use super::types::{
-    Domain, Group, KeyPair, KeyPairList, KeyPairResourcePolicy, ScalingGroup, User, UserGroup,
-    UserInfo, UserList,
+    Domain, Group, KeyPair, KeyPairList, KeyPairResourcePolicy, ProjectResourcePolicy,
+    ResourcePreset, ScalingGroup, User, UserGroup, UserInfo, UserList, UserResourcePolicy,
 };
 use crate::minilang::{Field, FieldType, Fields, Param};
 
@@ -618,6 +618,149 @@ pub(super) async fn scaling_group_by_name(
     Ok(rows.into_iter().next().map(ScalingGroup::from))
 }
 
+const USER_POLICY_COLUMNS: &str = "p.name, p.created_at, p.max_vfolder_count, p.max_quota_scope_size, \
+    p.max_session_count_per_model_session, p.max_customized_image_count";
+
+#[derive(Debug, QueryableByName)]
+struct UserPolicyRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: ChronoTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    max_vfolder_count: i32,
+    #[diesel(sql_type = BigInt)]
+    max_quota_scope_size: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    max_session_count_per_model_session: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    max_customized_image_count: i32,
+}
+
+impl From<UserPolicyRow> for UserResourcePolicy {
+    fn from(r: UserPolicyRow) -> Self {
+        UserResourcePolicy {
+            id: Some(ID::new(r.name.clone())),
+            name: Some(r.name),
+            created_at: Some(r.created_at.into()),
+            max_vfolder_count: Some(r.max_vfolder_count),
+            max_quota_scope_size: Some(GqlBigInt(r.max_quota_scope_size)),
+            max_session_count_per_model_session: Some(r.max_session_count_per_model_session),
+            max_customized_image_count: Some(r.max_customized_image_count),
+        }
+    }
+}
+
+const PROJECT_POLICY_COLUMNS: &str =
+    "p.name, p.created_at, p.max_vfolder_count, p.max_quota_scope_size, p.max_network_count";
+
+#[derive(Debug, QueryableByName)]
+struct ProjectPolicyRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: ChronoTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    max_vfolder_count: i32,
+    #[diesel(sql_type = BigInt)]
+    max_quota_scope_size: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    max_network_count: i32,
+}
+
+impl From<ProjectPolicyRow> for ProjectResourcePolicy {
+    fn from(r: ProjectPolicyRow) -> Self {
+        ProjectResourcePolicy {
+            id: Some(ID::new(r.name.clone())),
+            name: Some(r.name),
+            created_at: Some(r.created_at.into()),
+            max_vfolder_count: Some(r.max_vfolder_count),
+            max_quota_scope_size: Some(GqlBigInt(r.max_quota_scope_size)),
+            max_network_count: Some(r.max_network_count),
+        }
+    }
+}
+
+const PRESET_COLUMNS: &str = "r.name, r.resource_slots, r.shared_memory, r.scaling_group_name";
+
+#[derive(Debug, QueryableByName)]
+struct PresetRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Jsonb)]
+    resource_slots: serde_json::Value,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    shared_memory: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    scaling_group_name: Option<String>,
+}
+
+impl From<PresetRow> for ResourcePreset {
+    fn from(r: PresetRow) -> Self {
+        ResourcePreset {
+            name: Some(r.name),
+            resource_slots: Some(JsonString::of(&r.resource_slots)),
+            shared_memory: r.shared_memory.map(GqlBigInt),
+            scaling_group_name: r.scaling_group_name,
+        }
+    }
+}
+
+/// Loads user resource policies matching `conds`.
+pub(super) async fn user_policies(
+    ctx: &Context,
+    conds: Conditions,
+) -> FieldResult<Vec<UserResourcePolicy>> {
+    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let rows: Vec<UserPolicyRow> = conds
+        .load(
+            &mut conn,
+            USER_POLICY_COLUMNS,
+            "user_resource_policies p",
+            " ORDER BY p.name",
+        )
+        .await?;
+    Ok(rows.into_iter().map(UserResourcePolicy::from).collect())
+}
+
+/// Loads project resource policies matching `conds`.
+pub(super) async fn project_policies(
+    ctx: &Context,
+    conds: Conditions,
+) -> FieldResult<Vec<ProjectResourcePolicy>> {
+    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let rows: Vec<ProjectPolicyRow> = conds
+        .load(
+            &mut conn,
+            PROJECT_POLICY_COLUMNS,
+            "project_resource_policies p",
+            " ORDER BY p.name",
+        )
+        .await?;
+    Ok(rows.into_iter().map(ProjectResourcePolicy::from).collect())
+}
+
+/// Loads resource presets matching `conds`.
+pub(super) async fn presets(ctx: &Context, conds: Conditions) -> FieldResult<Vec<ResourcePreset>> {
+    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let rows: Vec<PresetRow> = conds
+        .load(
+            &mut conn,
+            PRESET_COLUMNS,
+            "resource_presets r",
+            " ORDER BY r.name",
+        )
+        .await?;
+    Ok(rows.into_iter().map(ResourcePreset::from).collect())
+}
+
+/// One row by name.
+pub(super) fn by_name(column: &str, name: &str) -> Conditions {
+    let mut conds = Conditions::default();
+    conds.bind(&format!("{column} = {{}}"), Param::Text(name.to_owned()));
+    conds
+}
+
 /// The domain a list is limited to: a superadmin's choice, an admin's own
 /// domain (whatever it asked for, as the reference), `Err` for the others.
 fn admin_domain(ctx: &Context, requested: Option<String>) -> FieldResult<Option<String>> {
@@ -933,6 +1076,81 @@ impl Query {
             .into_iter()
             .map(|r| Some(KeyPairResourcePolicy::from(r)))
             .collect())
+    }
+
+    /// A user resource policy: the caller's own when no name is given;
+    /// others only for superadmins.
+    async fn user_resource_policy(
+        ctx: &Context,
+        name: Option<String>,
+    ) -> FieldResult<Option<UserResourcePolicy>> {
+        let mut conds = Conditions::default();
+        match name {
+            Some(name) => conds.bind("p.name = {}", Param::Text(name)),
+            None => conds.bind(
+                "p.name = (SELECT resource_policy FROM users WHERE uuid = {}::uuid)",
+                Param::Text(ctx.actor.user_uuid.to_string()),
+            ),
+        };
+        if !ctx.actor.is_superadmin() {
+            conds.bind(
+                "p.name = (SELECT resource_policy FROM users WHERE uuid = {}::uuid)",
+                Param::Text(ctx.actor.user_uuid.to_string()),
+            );
+        }
+        Ok(user_policies(ctx, conds).await?.pop())
+    }
+
+    /// Every user resource policy (superadmins).
+    async fn user_resource_policies(ctx: &Context) -> FieldResult<Vec<Option<UserResourcePolicy>>> {
+        superadmin_only(ctx)?;
+        Ok(user_policies(ctx, Conditions::default())
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect())
+    }
+
+    /// A project resource policy (superadmins).
+    async fn project_resource_policy(
+        ctx: &Context,
+        name: String,
+    ) -> FieldResult<Option<ProjectResourcePolicy>> {
+        superadmin_only(ctx)?;
+        Ok(project_policies(ctx, by_name("p.name", &name)).await?.pop())
+    }
+
+    /// Every project resource policy (superadmins).
+    async fn project_resource_policies(
+        ctx: &Context,
+    ) -> FieldResult<Vec<Option<ProjectResourcePolicy>>> {
+        superadmin_only(ctx)?;
+        Ok(project_policies(ctx, Conditions::default())
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect())
+    }
+
+    /// A resource preset (any caller).
+    async fn resource_preset(ctx: &Context, name: String) -> FieldResult<Option<ResourcePreset>> {
+        Ok(presets(ctx, by_name("r.name", &name)).await?.pop())
+    }
+
+    /// Resource presets (any caller), optionally those of one scaling group
+    /// (and those for every scaling group).
+    async fn resource_presets(
+        ctx: &Context,
+        scaling_group_name: Option<String>,
+    ) -> FieldResult<Vec<Option<ResourcePreset>>> {
+        let mut conds = Conditions::default();
+        if let Some(sg) = scaling_group_name {
+            conds.bind(
+                "(r.scaling_group_name IS NULL OR r.scaling_group_name = {})",
+                Param::Text(sg),
+            );
+        }
+        Ok(presets(ctx, conds).await?.into_iter().map(Some).collect())
     }
 
     /// A scaling group (superadmins).

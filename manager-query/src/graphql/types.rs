@@ -253,3 +253,55 @@ pub struct ScalingGroup {
     /// Whether kernels use the host network.
     pub use_host_network: Option<bool>,
 }
+
+/// A user resource policy.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct UserResourcePolicy {
+    /// Same as `name`.
+    pub id: Option<ID>,
+    /// Its name.
+    pub name: Option<String>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// Vfolders a user may own (0: no limit).
+    pub max_vfolder_count: Option<i32>,
+    /// Bytes of a user's quota scope (-1: no limit).
+    pub max_quota_scope_size: Option<BigInt>,
+    /// Sessions per model service.
+    pub max_session_count_per_model_session: Option<i32>,
+    /// Customized images a user may keep.
+    pub max_customized_image_count: Option<i32>,
+}
+
+/// A project resource policy.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct ProjectResourcePolicy {
+    /// Same as `name`.
+    pub id: Option<ID>,
+    /// Its name.
+    pub name: Option<String>,
+    /// Creation time.
+    pub created_at: Option<DateTime>,
+    /// Vfolders a project may own (0: no limit).
+    pub max_vfolder_count: Option<i32>,
+    /// Bytes of a project's quota scope (-1: no limit).
+    pub max_quota_scope_size: Option<BigInt>,
+    /// Networks a project may create (-1: no limit).
+    pub max_network_count: Option<i32>,
+}
+
+/// A resource preset.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct ResourcePreset {
+    /// Its name.
+    pub name: Option<String>,
+    /// Slot name → amount (decimal strings).
+    pub resource_slots: Option<JsonString>,
+    /// Shared memory in bytes, if set.
+    pub shared_memory: Option<BigInt>,
+    /// The scaling group it is for (none: all).
+    pub scaling_group_name: Option<String>,
+}
