@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::Next;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
@@ -110,6 +113,40 @@ async fn announcement(text: web::Data<Announcement>) -> HttpResponse {
 
 struct Announcement(String);
 
+/// Errors the framework answers by itself (an oversize or unreadable body, a
+/// wrong method) come as plain text; clients expect problem+json everywhere,
+/// so any error response that is not one already is turned into one.
+async fn problem_json(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let status = res.status().as_u16();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status < 400 || is_problem {
+        return Ok(res.map_into_boxed_body());
+    }
+    let detail = res.response().error().map(ToString::to_string);
+    let kind = match status {
+        404 => ProblemKind::UrlNotFound,
+        405 => ProblemKind::MethodNotAllowed,
+        413 => ProblemKind::PayloadTooLarge,
+        429 => ProblemKind::RateLimitExceeded,
+        503 => ProblemKind::ServiceUnavailable,
+        s if s >= 500 => ProblemKind::InternalServerError,
+        _ => ProblemKind::InvalidApiParams,
+    };
+    let mut problem = Problem::new(kind);
+    if let Some(detail) = detail {
+        problem = problem.msg(detail);
+    }
+    let (req, _) = res.into_parts();
+    Ok(ServiceResponse::new(req, problem.error_response()))
+}
+
 /// What the API listener is built from, besides the configuration.
 pub struct Parts {
     /// Authenticates signed requests (and reads each caller's last write).
@@ -159,6 +196,7 @@ pub fn start(
             .wrap(from_fn(authenticate))
             .wrap(from_fn(check_api_version))
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
+            .wrap(from_fn(problem_json))
             .route("/manager/announcement", web::get().to(announcement))
             .configure(manager_query::rest::configure)
             .configure(manager_query::graphql::configure)

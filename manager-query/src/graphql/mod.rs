@@ -229,8 +229,20 @@ pub async fn graphql_legacy(
     Err(Problem::new(ProblemKind::GraphqlError).data(errors))
 }
 
-/// Registers both endpoints.
+async fn method_not_allowed() -> Result<HttpResponse, Problem> {
+    Err(Problem::new(ProblemKind::MethodNotAllowed))
+}
+
+/// Registers both endpoints (POST only; other methods are 405).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/gql", web::post().to(gql))
-        .route("/admin/graphql", web::post().to(graphql_legacy));
+    cfg.service(
+        web::resource("/admin/gql")
+            .route(web::post().to(gql))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/graphql")
+            .route(web::post().to(graphql_legacy))
+            .default_service(web::to(method_not_allowed)),
+    );
 }

@@ -82,13 +82,73 @@ impl BigInt {
 pub struct JsonString(pub String);
 
 impl JsonString {
-    /// Encodes a JSON value.
+    /// Encodes a JSON value the way the reference's `json.dumps` does
+    /// (`{"cpu": "1", "mem": "2"}`, with a space after `:` and `,`).
     pub fn of(value: &serde_json::Value) -> Self {
-        JsonString(value.to_string())
+        use serde::Serialize;
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonStyle);
+        match value.serialize(&mut ser) {
+            Ok(()) => JsonString(String::from_utf8_lossy(&out).into_owned()),
+            Err(_) => JsonString(value.to_string()),
+        }
     }
 
     /// Decodes the text, naming `field` in the error.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<T, String> {
         serde_json::from_str(&self.0).map_err(|e| format!("{field}: not valid JSON here ({e})"))
+    }
+}
+
+/// `json.dumps`'s default separators.
+struct PythonStyle;
+
+impl serde_json::ser::Formatter for PythonStyle {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonString;
+    use serde_json::json;
+
+    #[test]
+    fn json_strings_are_written_as_python_writes_them() {
+        let v = json!({"cpu": "1", "hosts": {"local": ["a", "b"]}, "empty": {}});
+        assert_eq!(
+            JsonString::of(&v).0,
+            r#"{"cpu": "1", "empty": {}, "hosts": {"local": ["a", "b"]}}"#
+        );
+        let back: serde_json::Value = JsonString::of(&v).parse("x").unwrap();
+        assert_eq!(back, v);
     }
 }
