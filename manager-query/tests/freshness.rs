@@ -35,7 +35,10 @@ async fn a_read_waits_for_the_slowest_projector_within_its_bound() {
     set_checkpoints(&db, 10, 4).await;
 
     let freshness = Freshness::new(store.pool().clone(), Duration::from_millis(150));
-    assert!(freshness.wait_for(4).await, "both projectors are at 4 or beyond");
+    assert!(
+        freshness.wait_for(4).await,
+        "both projectors are at 4 or beyond"
+    );
     let started = Instant::now();
     assert!(!freshness.wait_for(8).await, "projector b is behind: stale");
     assert!(started.elapsed() >= Duration::from_millis(150));

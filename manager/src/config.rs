@@ -113,6 +113,11 @@ pub struct ApiConfig {
     /// last write before answering anyway (with `X-BackendAI-Stale-Read:
     /// true`). Default 2000. Env `MANAGER_API__READ_YOUR_WRITES_TIMEOUT_MS`.
     pub read_your_writes_timeout_ms: u64,
+    /// Milliseconds a looked-up keypair (with its opened secret) is reused
+    /// for authentication; 0 looks it up on every request. A deactivated
+    /// keypair or user stops authenticating at most this long after the read
+    /// models show it. Default 1000. Env `MANAGER_API__AUTH_CACHE_TTL_MS`.
+    pub auth_cache_ttl_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -124,6 +129,7 @@ impl Default for ApiConfig {
             announcement: String::new(),
             graphql_introspection: false,
             read_your_writes_timeout_ms: 2000,
+            auth_cache_ttl_ms: 1000,
         }
     }
 }

@@ -255,7 +255,10 @@ async fn server_parts(config: &Config, store: &EventStore) -> anyhow::Result<ser
         Some(limiter.clone()),
     );
     Ok(server::Parts {
-        authenticator: Authenticator::new(store.pool().clone(), keys.clone(), Some(limiter)),
+        authenticator: Authenticator::new(store.pool().clone(), keys.clone(), Some(limiter))
+            .with_cache_ttl(std::time::Duration::from_millis(
+                config.api.auth_cache_ttl_ms,
+            )),
         keys,
         commands: std::sync::Arc::new(commands),
     })

@@ -641,3 +641,34 @@ async fn presets_and_user_and_project_policies_through_graphql() {
                "project_resource_policies": [{"name": "default"}, {"name": "small"}]})
     );
 }
+
+#[tokio::test]
+async fn a_deleted_keypair_stops_authenticating_within_the_cache_ttl() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let (ak, sk) = keypair_for(&server, "user@lablup.com", false).await;
+    let probe = "{ keypair { access_key } }";
+    let r = gql(&server, (&ak, &sk), probe, json!({})).await;
+    assert_eq!(r["data"]["keypair"]["access_key"], ak.as_str(), "{r}");
+    let r = gql(
+        &server,
+        ADMIN,
+        "mutation($ak: String!) { delete_keypair(access_key: $ak) { ok msg } }",
+        json!({"ak": ak}),
+    )
+    .await;
+    assert_eq!(r["data"]["delete_keypair"]["ok"], true, "{r}");
+    // The default cache keeps a looked-up keypair for 1 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let body = json!({"query": probe}).to_string();
+    let r = signed_json(
+        &server,
+        "POST",
+        "/admin/gql",
+        (&ak, &sk),
+        body.as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+}

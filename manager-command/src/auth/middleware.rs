@@ -7,8 +7,10 @@
 //! version probe, the announcement, the config probes — skip it entirely, as
 //! the reference does, even when the client signs them.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -37,11 +39,25 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/config/vfolder-types",
 ];
 
+/// How long a looked-up keypair (and its opened secret) is reused by default.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// At most this many keypairs are cached; beyond, the cache starts over.
+const CACHE_CAPACITY: usize = 100_000;
+
 /// Everything authentication needs.
 pub struct Authenticator {
     pool: PgPool,
     keys: KeyStore,
     limiter: Option<RateLimiter>,
+    cache: Mutex<HashMap<String, (Instant, Arc<Known>)>>,
+    cache_ttl: Duration,
+}
+
+/// A keypair as authentication needs it, with its secret opened.
+struct Known {
+    caller: Caller,
+    secret: String,
 }
 
 #[derive(QueryableByName)]
@@ -94,7 +110,66 @@ impl Authenticator {
             pool,
             keys,
             limiter,
+            cache: Mutex::new(HashMap::new()),
+            cache_ttl: DEFAULT_CACHE_TTL,
         }
+    }
+
+    /// Reuses a looked-up keypair for `ttl` (0 looks it up on every
+    /// request). A keypair deactivated or deleted — or a user suspended —
+    /// stops authenticating at most this long after the read models show it.
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// The keypair of `access_key` with its secret opened, from the cache or
+    /// the read models; `None` for an unknown or inactive keypair (never
+    /// cached, so a new keypair works as soon as it is projected).
+    async fn known(&self, access_key: &str) -> Result<Option<Arc<Known>>, Problem> {
+        if !self.cache_ttl.is_zero()
+            && let Ok(cache) = self.cache.lock()
+            && let Some((at, known)) = cache.get(access_key)
+            && at.elapsed() < self.cache_ttl
+        {
+            return Ok(Some(Arc::clone(known)));
+        }
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
+        let caller: Option<Caller> = diesel::sql_query(
+            "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
+             u.email, u.role, u.status, u.domain_name, u.allowed_client_ip::text AS allowed_client_ip \
+             FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",
+        )
+        .bind::<Text, _>(access_key)
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
+        drop(conn);
+        let Some(caller) = caller.filter(|c| c.is_active) else {
+            return Ok(None);
+        };
+        let Ok(secret) = self
+            .keys
+            .open_secret(access_key, &caller.sealed_secret_key)
+            .await
+        else {
+            return Ok(None);
+        };
+        let known = Arc::new(Known { caller, secret });
+        if !self.cache_ttl.is_zero()
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(access_key.to_owned(), (Instant::now(), Arc::clone(&known)));
+        }
+        Ok(Some(known))
     }
 
     /// Authenticates one request from `client_ip` (the peer address):
@@ -107,31 +182,12 @@ impl Authenticator {
         let Some(credential) = signature::parse(parts, Utc::now())? else {
             return Ok(None);
         };
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
-        let caller: Option<Caller> = diesel::sql_query(
-            "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
-             u.email, u.role, u.status, u.domain_name, u.allowed_client_ip::text AS allowed_client_ip \
-             FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",
-        )
-        .bind::<Text, _>(&credential.access_key)
-        .get_result(&mut conn)
-        .await
-        .optional()
-        .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
-        drop(conn);
-        let caller = caller
-            .filter(|c| c.is_active)
+        let known = self
+            .known(&credential.access_key)
+            .await?
             .ok_or_else(|| auth_failed("Access key not found"))?;
-        let secret = self
-            .keys
-            .open_secret(&credential.access_key, &caller.sealed_secret_key)
-            .await
-            .map_err(|_| auth_failed("Access key not found"))?;
-        signature::verify(parts, &credential, &secret)?;
+        let (caller, secret) = (&known.caller, &known.secret);
+        signature::verify(parts, &credential, secret)?;
         if UserStatus::parse(&caller.status) != Some(UserStatus::Active) {
             return Err(auth_failed("The user is not active"));
         }
@@ -161,9 +217,9 @@ impl Authenticator {
             access_key: credential.access_key,
             is_admin: caller.is_admin,
             user_uuid: caller.user_uuid,
-            email: caller.email,
+            email: caller.email.clone(),
             role,
-            domain_name: caller.domain_name,
+            domain_name: caller.domain_name.clone(),
         };
         Ok(Some((ctx, rate)))
     }
