@@ -43,6 +43,12 @@ bench-eventstore: halfstack-up
     {{halfstack}} mode durable
     cargo bench -p manager-events --bench eventstore
 
+# API benchmark: signed GET, GraphQL user_list and create_keypair against a
+# release manager over a durable halfstack (see docs/benchmarks.md).
+bench-api: halfstack-up
+    {{halfstack}} mode durable
+    cargo bench -p manager --bench api
+
 # Start PostgreSQL (8101), Redis (8111) and etcd (8121); idempotent.
 halfstack-up:
     {{halfstack}} up
