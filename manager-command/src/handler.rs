@@ -13,8 +13,12 @@
 //!    loaded at. A decision is therefore never based on stale state.
 //!
 //! If another writer got there first, the attempt is thrown away and run again
-//! on fresh state (with a short jittered pause), a bounded number of times;
-//! then the command fails with 409. With an idempotency key, a command already
+//! on fresh state, a bounded number of times; then the command fails with 409.
+//! Commands of one process that conflicted on an aggregate then queue for it
+//! (a gate per aggregate, taken only after a first conflict), so a burst of
+//! commands on one hot aggregate — users created concurrently in one domain —
+//! goes through one after the other instead of failing each other; writers
+//! of other processes are out-waited with a jittered, growing pause. With an idempotency key, a command already
 //! carried out returns the first result without deciding again (deciding again
 //! would see the first attempt's effect and refuse, e.g. "already exists").
 
@@ -32,7 +36,12 @@ use manager_events::{
 use crate::aggregate::Aggregate;
 
 /// Attempts before a command that keeps conflicting is answered with 409.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// Gates that commands contending for one aggregate queue at (by hash of
+/// the stream id; two aggregates may share a gate, which only serialises
+/// them a little more).
+const GATES: usize = 64;
 
 /// Aggregates kept in memory; past this many the cache is emptied.
 pub const DEFAULT_CACHE_ENTRIES: usize = 50_000;
@@ -288,6 +297,7 @@ struct Cached {
 pub struct CommandHandler {
     store: EventStore,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
+    gates: Arc<[Arc<tokio::sync::Mutex<()>>]>,
     max_attempts: u32,
     cache_entries: usize,
     snapshot_every: u64,
@@ -299,6 +309,9 @@ impl CommandHandler {
         CommandHandler {
             store,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            gates: (0..GATES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             cache_entries: DEFAULT_CACHE_ENTRIES,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
@@ -477,6 +490,10 @@ impl CommandHandler {
             });
         }
         let mut contended = String::new();
+        // Held from the first conflict until this command is done; a command
+        // holds at most one gate and never waits for another while holding
+        // it, so gates cannot deadlock.
+        let mut gate: Option<tokio::sync::OwnedMutexGuard<()>> = None;
         for attempt in 0..self.max_attempts {
             let mut tx = Tx {
                 handler: self,
@@ -507,17 +524,32 @@ impl CommandHandler {
                         .map_or("", |t| t.stream_type);
                     metrics::counter!("command_conflicts_total", "aggregate" => aggregate)
                         .increment(1);
+                    if gate.is_none() {
+                        // Queue behind this process's other writers of the
+                        // aggregate; the next attempt loads what they wrote.
+                        gate = Some(Arc::clone(self.gate(&stream_id)).lock_owned().await);
+                    } else {
+                        // Still conflicting: a writer in another process.
+                        // Jittered, growing pause, so that contenders do not
+                        // retry in lockstep.
+                        let ceiling_us = 1000u64 << attempt.min(6);
+                        let pause = rand::random_range(0..=ceiling_us);
+                        tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                    }
                     contended = stream_id;
-                    // Jittered, growing pause, so that writers contending for
-                    // one aggregate do not retry in lockstep.
-                    let ceiling_us = 1000u64 << attempt.min(6);
-                    let pause = rand::random_range(0..=ceiling_us);
-                    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
                 }
                 Err(err) => return Err(AttemptError::Store(err)),
             }
         }
         Err(AttemptError::Conflict(contended))
+    }
+
+    fn gate(&self, stream_id: &str) -> &Arc<tokio::sync::Mutex<()>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        stream_id.hash(&mut h);
+        let i = usize::try_from(h.finish() % GATES as u64).unwrap_or(0);
+        &self.gates[i]
     }
 
     fn remember_all(&self, tx: &Tx<'_>, result: &AppendResult) {

@@ -173,3 +173,27 @@ async fn a_purged_user_frees_its_email_and_its_domain() {
         "the old alice left, the new one joined"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_users_created_in_one_domain_all_succeed() {
+    // Every creation appends to the domain's stream (membership), so they
+    // all conflict with each other; contenders of one process queue for the
+    // domain instead of failing each other with 409.
+    let (_db, handler) = setup().await;
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let handler = handler.clone();
+        tasks.push(tokio::spawn(async move {
+            let wf = create(&format!("u{i}@example.com"), &format!("u{i}"), "default");
+            handler.transact(&wf, EventMetadata::default()).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (dom, _) = handler
+        .load::<Domain>(&domain::stream_id("default"))
+        .await
+        .unwrap();
+    assert_eq!(dom.members.len(), 48);
+}

@@ -35,6 +35,8 @@ pub struct Freshness {
     pool: PgPool,
     seen: AtomicU64,
     timeout: Duration,
+    /// One progress query at a time: concurrent waiters share its answer.
+    polling: tokio::sync::Mutex<()>,
 }
 
 #[derive(QueryableByName)]
@@ -59,6 +61,7 @@ impl Freshness {
             pool,
             seen: AtomicU64::new(0),
             timeout,
+            polling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -93,10 +96,17 @@ impl Freshness {
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            if let Some(p) = self.progress().await
-                && (p.projected >= position || position > p.head)
             {
-                return true;
+                let _one_at_a_time = self.polling.lock().await;
+                // Another waiter may have learnt enough while this one queued.
+                if self.seen.load(Ordering::Acquire) >= position {
+                    return true;
+                }
+                if let Some(p) = self.progress().await
+                    && (p.projected >= position || position > p.head)
+                {
+                    return true;
+                }
             }
             let now = Instant::now();
             if now >= deadline {

@@ -233,12 +233,12 @@ async fn run() {
         |(base, _)| format!("{base}/mgr_bench_api"),
     );
     let mut admin = AsyncPgConnection::establish(&admin_url).await.unwrap();
-    admin
-        .batch_execute(
-            "DROP DATABASE IF EXISTS mgr_bench_api WITH (FORCE); CREATE DATABASE mgr_bench_api",
-        )
-        .await
-        .unwrap();
+    for sql in [
+        "DROP DATABASE IF EXISTS mgr_bench_api WITH (FORCE)",
+        "CREATE DATABASE mgr_bench_api",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
     let out = manager(&db_url)
         .args(["fixture", "populate", "fixtures/default.json"])
         .output()
@@ -254,6 +254,19 @@ async fn run() {
         .pool_max_idle_per_host(connections * 2)
         .build()
         .unwrap();
+
+    // Ready when the projectors have caught up with the fixture.
+    let ready = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = request(&client, &host, "GET", "/auth/role", None, true)
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < ready, "the manager did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // 1,000 users, created through the API (each hashes a password).
     let t = Instant::now();
