@@ -84,6 +84,8 @@ pub struct ProjectionRunner {
     batch: usize,
     /// Set when a step found its checkpoint locked by another process.
     skipped: Arc<std::sync::atomic::AtomicBool>,
+    /// The lowest checkpoint after each round of [`ProjectionRunner::run`].
+    progress: Arc<watch::Sender<u64>>,
 }
 
 impl ProjectionRunner {
@@ -104,7 +106,16 @@ impl ProjectionRunner {
             projectors,
             batch: batch.max(1),
             skipped: Arc::default(),
+            progress: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// Follows the position every projector of this runner has applied (the
+    /// lowest checkpoint), updated after each round of
+    /// [`ProjectionRunner::run`]: readers in this process learn that their
+    /// write is projected without asking the database.
+    pub fn progress(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
     }
 
     /// Applies at most one batch for one projector. Returns how many events it
@@ -119,6 +130,12 @@ impl ProjectionRunner {
             .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))?;
         let conn: &mut AsyncPgConnection = &mut conn;
         AnsiTransactionManager::begin_transaction(conn).await?;
+        // Read models can always be rebuilt from the log, and the checkpoint
+        // commits with the rows: a batch lost in a crash is applied again.
+        // So a batch need not wait for its WAL flush.
+        diesel::sql_query("SET LOCAL synchronous_commit TO OFF")
+            .execute(conn)
+            .await?;
         let result = self.step_in(conn, projector).await;
         match result {
             Ok(0) => {
@@ -220,6 +237,13 @@ impl ProjectionRunner {
                 if let Ok(p) = self.status_of(projector.name()).await {
                     lowest = lowest.min(p);
                 }
+            }
+            if lowest != u64::MAX {
+                self.progress.send_if_modified(|p| {
+                    let moved = lowest > *p;
+                    *p = (*p).max(lowest);
+                    moved
+                });
             }
             if self
                 .skipped

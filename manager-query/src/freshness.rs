@@ -10,7 +10,7 @@
 //! knows it may be looking at an older state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -37,7 +37,13 @@ pub struct Freshness {
     timeout: Duration,
     /// One progress query at a time: concurrent waiters share its answer.
     polling: tokio::sync::Mutex<()>,
+    /// The progress of the projection runner of this process, if it runs one.
+    local: Option<tokio::sync::watch::Receiver<u64>>,
 }
+
+/// How often the database is asked while a local runner reports progress
+/// (only for the case where another process applies the batches).
+const POLL_WITH_LOCAL_RUNNER: Duration = Duration::from_millis(50);
 
 #[derive(QueryableByName)]
 struct Low {
@@ -62,7 +68,16 @@ impl Freshness {
             seen: AtomicU64::new(0),
             timeout,
             polling: tokio::sync::Mutex::new(()),
+            local: None,
         }
+    }
+
+    /// Also follows a projection runner of this process (its lowest
+    /// checkpoint), which wakes waiters as soon as a round has applied their
+    /// write; the database is then asked only now and then.
+    pub fn with_local_progress(mut self, progress: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.local = Some(progress);
+        self
     }
 
     /// The position every projector has applied (the lowest checkpoint),
@@ -93,10 +108,20 @@ impl Freshness {
         if self.seen.load(Ordering::Acquire) >= position {
             return true;
         }
-        let deadline = Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut local = self.local.clone();
         let mut pause = Duration::from_millis(1);
+        let mut next_poll = tokio::time::Instant::now();
         loop {
-            {
+            if let Some(rx) = &local {
+                let p = *rx.borrow();
+                if p >= position {
+                    self.seen.fetch_max(p, Ordering::AcqRel);
+                    return true;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_poll {
                 let _one_at_a_time = self.polling.lock().await;
                 // Another waiter may have learnt enough while this one queued.
                 if self.seen.load(Ordering::Acquire) >= position {
@@ -107,14 +132,29 @@ impl Freshness {
                 {
                     return true;
                 }
+                next_poll = tokio::time::Instant::now()
+                    + if local.is_some() {
+                        POLL_WITH_LOCAL_RUNNER
+                    } else {
+                        pause
+                    };
+                pause = (pause * 2).min(Duration::from_millis(20));
             }
-            let now = Instant::now();
+            let now = tokio::time::Instant::now();
             if now >= deadline {
                 metrics::counter!("read_your_writes_timeouts_total").increment(1);
                 return false;
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
+            let wake = next_poll.min(deadline);
+            match &mut local {
+                Some(rx) => {
+                    if let Ok(Err(_)) = tokio::time::timeout_at(wake, rx.changed()).await {
+                        // The runner is gone: poll only.
+                        local = None;
+                    }
+                }
+                None => tokio::time::sleep_until(wake).await,
+            }
         }
     }
 }

@@ -59,6 +59,7 @@ fn manager(db_url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_manager"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .env("MANAGER_DB__URL", db_url)
+        .env("MANAGER_REDIS__KEY_PREFIX", "bench-api")
         .env("MANAGER_DB__POOL_SIZE", "32")
         .env("MANAGER_LOGGING__LEVEL", "error")
         .env("MANAGER_API__BIND", "127.0.0.1:0")

@@ -40,12 +40,17 @@ pub struct RedisConfig {
     /// Redis URL. Default `redis://127.0.0.1:8111` (the halfstack).
     /// Env `MANAGER_REDIS__URL`.
     pub url: String,
+    /// Prefix of every key the manager keeps in Redis (rate-limit windows,
+    /// last writes); give each cluster sharing a Redis its own. Default
+    /// `ratelimit`. Env `MANAGER_REDIS__KEY_PREFIX`.
+    pub key_prefix: String,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:8111".to_owned(),
+            key_prefix: "ratelimit".to_owned(),
         }
     }
 }

@@ -114,8 +114,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
                 config.event_store.subscription_batch,
             );
             let (stop_projections, stopped) = tokio::sync::watch::channel(false);
+            let projected = projections.progress();
             let projection_task = tokio::spawn(projections.run(stopped));
-            let parts = server_parts(&config, &store).await?;
+            let parts = server_parts(&config, &store, projected).await?;
             let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             // One line on stdout with the bound addresses (port 0 binds any
@@ -236,7 +237,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
 /// What the API listener needs: the request authenticator (keypair secrets
 /// opened with the cluster key, rate limits counted in Redis) and the command
 /// port GraphQL mutations use.
-async fn server_parts(config: &Config, store: &EventStore) -> anyhow::Result<server::Parts> {
+async fn server_parts(
+    config: &Config,
+    store: &EventStore,
+    projected: tokio::sync::watch::Receiver<u64>,
+) -> anyhow::Result<server::Parts> {
     let cluster =
         ClusterKey::from_base64(&config.secrets.cluster_key).context("secrets.cluster_key")?;
     if cluster.is_development() {
@@ -247,7 +252,8 @@ async fn server_parts(config: &Config, store: &EventStore) -> anyhow::Result<ser
     }
     let limiter = RateLimiter::connect(&config.redis.url)
         .await
-        .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
+        .with_context(|| format!("connecting to Redis at {}", config.redis.url))?
+        .with_prefix(config.redis.key_prefix.clone());
     let keys = KeyStore::new(store.pool().clone(), cluster);
     let commands = CommandService::new(
         CommandHandler::new(store.clone()),
@@ -261,6 +267,7 @@ async fn server_parts(config: &Config, store: &EventStore) -> anyhow::Result<ser
             )),
         keys,
         commands: std::sync::Arc::new(commands),
+        projected,
     })
 }
 

@@ -155,6 +155,8 @@ pub struct Parts {
     pub keys: KeyStore,
     /// Where GraphQL mutations send their commands.
     pub commands: Arc<dyn CommandPort>,
+    /// The progress of this process's projection runner.
+    pub projected: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Starts both listeners over an already opened event store.
@@ -172,10 +174,13 @@ pub fn start(
     let grace = config.api.shutdown_timeout_secs;
     let authenticator = web::Data::new(parts.authenticator);
     let pool = web::Data::new(store.pool().clone());
-    let freshness = Arc::new(Freshness::new(
-        store.pool().clone(),
-        Duration::from_millis(config.api.read_your_writes_timeout_ms),
-    ));
+    let freshness = Arc::new(
+        Freshness::new(
+            store.pool().clone(),
+            Duration::from_millis(config.api.read_your_writes_timeout_ms),
+        )
+        .with_local_progress(parts.projected),
+    );
     let graphql = web::Data::new(GraphQl {
         schema: manager_query::graphql::schema(config.api.graphql_introspection),
         pool: store.pool().clone(),

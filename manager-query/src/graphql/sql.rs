@@ -84,24 +84,6 @@ impl Conditions {
     }
 }
 
-/// A row with the total number of rows matching, from `count(*) OVER ()`.
-#[derive(Debug)]
-pub struct Counted<R> {
-    /// The row.
-    pub row: R,
-    /// Matching rows over all pages.
-    pub total_count: i64,
-}
-
-impl<R: QueryableByName<Pg>> QueryableByName<Pg> for Counted<R> {
-    fn build<'a>(row: &impl diesel::row::NamedRow<'a, Pg>) -> diesel::deserialize::Result<Self> {
-        Ok(Counted {
-            row: R::build(row)?,
-            total_count: diesel::row::NamedRow::get::<BigInt, i64>(row, "total_count")?,
-        })
-    }
-}
-
 #[derive(Debug, QueryableByName)]
 struct Count {
     #[diesel(sql_type = BigInt)]
@@ -146,38 +128,35 @@ where
     };
     let where_clause = conds.where_clause();
     let params = conds.params;
-    let sql = format!(
-        "SELECT {select}, count(*) OVER () AS total_count FROM {from}{where_clause} \
-         ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
-    );
-    let rows: Vec<Counted<R>> = SqlFragment {
+    // The count and the page apart: a window count would read every
+    // matching row for each page, while the page alone stops at
+    // offset + limit rows of an index.
+    let count: Count = SqlFragment {
         sql: String::new(),
         params: params.clone(),
     }
-    .bind(diesel::sql_query(sql).into_boxed())
-    .load(conn)
+    .bind(diesel::sql_query(format!("SELECT count(*) AS n FROM {from}{where_clause}")).into_boxed())
+    .get_result(conn)
     .await
     .map_err(db_error)?;
-    let total = match <[Counted<R>]>::first(&rows) {
-        Some(first) => first.total_count,
-        // An empty page says nothing about the total: count.
-        None => {
-            let sql = format!("SELECT count(*) AS n FROM {from}{where_clause}");
-            let count: Count = SqlFragment {
-                sql: String::new(),
-                params,
-            }
-            .bind(diesel::sql_query(sql).into_boxed())
-            .get_result(conn)
-            .await
-            .map_err(db_error)?;
-            count.n
+    let rows: Vec<R> = if limit == 0 || i64::from(offset) >= count.n {
+        Vec::new()
+    } else {
+        SqlFragment {
+            sql: String::new(),
+            params,
         }
+        .bind(
+            diesel::sql_query(format!(
+                "SELECT {select} FROM {from}{where_clause} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
+            ))
+            .into_boxed(),
+        )
+        .load(conn)
+        .await
+        .map_err(db_error)?
     };
-    Ok((
-        rows.into_iter().map(|r| r.row).collect(),
-        i32::try_from(total).unwrap_or(i32::MAX),
-    ))
+    Ok((rows, i32::try_from(count.n).unwrap_or(i32::MAX)))
 }
 
 /// A GraphQL error with `message` as the client sees it.

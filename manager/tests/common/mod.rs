@@ -22,6 +22,11 @@ pub fn manager(db: &TestDb) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("MANAGER_DB__URL", &db.url)
+        // Rate-limit windows and last writes of this test only.
+        .env(
+            "MANAGER_REDIS__KEY_PREFIX",
+            db.url.rsplit('/').next().unwrap_or("test"),
+        )
         .env("MANAGER_LOGGING__LEVEL", "error")
         .env(
             "MANAGER_REDIS__URL",
