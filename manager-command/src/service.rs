@@ -134,6 +134,15 @@ impl Workflow for ModifyProject {
     }
 }
 
+/// Hashes a password on the blocking pool: Argon2 takes tens of
+/// milliseconds of CPU, which would stall every other request of the HTTP
+/// worker that runs it.
+async fn hash_off_thread(clear: String) -> Result<String, Problem> {
+    tokio::task::spawn_blocking(move || password::hash(&clear))
+        .await
+        .map_err(|e| Problem::new(ProblemKind::InternalServerError).msg(e.to_string()))?
+}
+
 fn forbidden(command: &AdminCommand) -> Problem {
     Problem::new(ProblemKind::GenericForbidden)
         .msg(format!("no permission to execute {}", command.field_name()))
@@ -273,7 +282,7 @@ impl CommandService {
                 project_ids,
             } => {
                 let uuid = derived_uuid(scoped, "user");
-                let password_hash = password::hash(&clear)?;
+                let password_hash = hash_off_thread(clear).await?;
                 let projects = if project_ids.is_empty() {
                     self.project_by_name(&fields.domain_name, "default")
                         .await?
@@ -320,7 +329,10 @@ impl CommandService {
                 password: clear,
             } => {
                 let uuid = self.existing_user(&email).await?;
-                let password_hash = clear.as_deref().map(password::hash).transpose()?;
+                let password_hash = match clear {
+                    Some(clear) => Some(hash_off_thread(clear).await?),
+                    None => None,
+                };
                 let t = h
                     .transact(
                         &ModifyUser {

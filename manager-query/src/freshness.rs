@@ -111,7 +111,14 @@ impl Freshness {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut local = self.local.clone();
         let mut pause = Duration::from_millis(1);
-        let mut next_poll = tokio::time::Instant::now();
+        // With a local runner, its progress usually answers first; the
+        // database is the fallback for batches applied by other processes.
+        let mut next_poll = tokio::time::Instant::now()
+            + if local.is_some() {
+                POLL_WITH_LOCAL_RUNNER
+            } else {
+                Duration::ZERO
+            };
         loop {
             if let Some(rx) = &local {
                 let p = *rx.borrow();

@@ -59,12 +59,18 @@ fn manager(db_url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_manager"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .env("MANAGER_DB__URL", db_url)
-        .env("MANAGER_REDIS__KEY_PREFIX", "bench-api")
+        // A fresh rate-limit window for each run (earlier runs filled theirs).
+        .env("MANAGER_REDIS__KEY_PREFIX", run_prefix())
         .env("MANAGER_DB__POOL_SIZE", "32")
         .env("MANAGER_LOGGING__LEVEL", "error")
         .env("MANAGER_API__BIND", "127.0.0.1:0")
         .env("MANAGER_METRICS__BIND", "127.0.0.1:0");
     cmd
+}
+
+fn run_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("bench-api-{}", Utc::now().timestamp_millis()))
 }
 
 fn start(db_url: &str) -> Server {
