@@ -384,19 +384,9 @@ impl CommandService {
                 Ok(submitted(&t, Some(access_key)))
             }
             AdminCommand::ModifyKeypair { access_key, patch } => {
-                let t = h
-                    .execute::<Keypair>(
-                        &keypair::stream_id(&access_key),
-                        KeypairCommand::Modify(patch),
-                        meta,
-                    )
-                    .await?;
-                Ok(Submitted {
-                    position: t.position,
-                    created: Some(access_key),
-                    secret: None,
-                    deduplicated: t.deduplicated,
-                })
+                let id = keypair::stream_id(&access_key);
+                self.single::<Keypair>(&id, &access_key, KeypairCommand::Modify(patch), meta)
+                    .await
             }
             AdminCommand::DeleteKeypair { access_key } => {
                 let t = h
@@ -411,24 +401,34 @@ impl CommandService {
                 Ok(submitted(&t, Some(access_key)))
             }
             AdminCommand::CreateDomain { name, fields } => {
-                self.domain(
+                let cmd = DomainCommand::Create {
+                    name: name.clone(),
+                    fields,
+                };
+                self.single::<Domain>(&domain::stream_id(&name), &name, cmd, meta)
+                    .await
+            }
+            AdminCommand::ModifyDomain { name, patch } => {
+                self.single::<Domain>(
+                    &domain::stream_id(&name),
                     &name,
-                    DomainCommand::Create {
-                        name: name.clone(),
-                        fields,
-                    },
+                    DomainCommand::Modify(patch),
                     meta,
                 )
                 .await
             }
-            AdminCommand::ModifyDomain { name, patch } => {
-                self.domain(&name, DomainCommand::Modify(patch), meta).await
-            }
             AdminCommand::DeleteDomain { name } => {
-                self.domain(&name, DomainCommand::Deactivate, meta).await
+                self.single::<Domain>(
+                    &domain::stream_id(&name),
+                    &name,
+                    DomainCommand::Deactivate,
+                    meta,
+                )
+                .await
             }
             AdminCommand::PurgeDomain { name } => {
-                self.domain(&name, DomainCommand::Purge, meta).await
+                self.single::<Domain>(&domain::stream_id(&name), &name, DomainCommand::Purge, meta)
+                    .await
             }
             AdminCommand::CreateProject { fields } => {
                 let id = derived_uuid(scoped, "project");
@@ -458,15 +458,9 @@ impl CommandService {
                 Ok(submitted(&t, Some(id.to_string())))
             }
             AdminCommand::DeleteProject { id } => {
-                let t = h
-                    .execute::<Project>(&project::stream_id(&id), ProjectCommand::Deactivate, meta)
-                    .await?;
-                Ok(Submitted {
-                    position: t.position,
-                    created: Some(id.to_string()),
-                    secret: None,
-                    deduplicated: t.deduplicated,
-                })
+                let cmd = ProjectCommand::Deactivate;
+                self.single::<Project>(&project::stream_id(&id), &id.to_string(), cmd, meta)
+                    .await
             }
             AdminCommand::PurgeProject { id } => {
                 let t = h.transact(&PurgeProject { id }, meta).await?;
@@ -477,11 +471,17 @@ impl CommandService {
                     name: name.clone(),
                     fields,
                 };
-                self.policy(&name, cmd, meta).await
+                self.single::<KeypairPolicy>(&policy::stream_id(&name), &name, cmd, meta)
+                    .await
             }
             AdminCommand::ModifyKeypairPolicy { name, fields } => {
-                self.policy(&name, KeypairPolicyCommand::Modify(fields), meta)
-                    .await
+                self.single::<KeypairPolicy>(
+                    &policy::stream_id(&name),
+                    &name,
+                    KeypairPolicyCommand::Modify(fields),
+                    meta,
+                )
+                .await
             }
             AdminCommand::DeleteKeypairPolicy { name } => {
                 let position = policy::delete_keypair_policy(h, &name, meta).await?;
@@ -556,15 +556,26 @@ impl CommandService {
                     name: name.clone(),
                     fields,
                 };
-                self.scaling_group(&name, cmd, meta).await
+                self.single::<ScalingGroup>(&scaling_group::stream_id(&name), &name, cmd, meta)
+                    .await
             }
             AdminCommand::ModifyScalingGroup { name, fields } => {
-                self.scaling_group(&name, ScalingGroupCommand::Modify(fields), meta)
-                    .await
+                self.single::<ScalingGroup>(
+                    &scaling_group::stream_id(&name),
+                    &name,
+                    ScalingGroupCommand::Modify(fields),
+                    meta,
+                )
+                .await
             }
             AdminCommand::DeleteScalingGroup { name } => {
-                self.scaling_group(&name, ScalingGroupCommand::Delete, meta)
-                    .await
+                self.single::<ScalingGroup>(
+                    &scaling_group::stream_id(&name),
+                    &name,
+                    ScalingGroupCommand::Delete,
+                    meta,
+                )
+                .await
             }
             AdminCommand::AssociateScalingGroup { name, target } => {
                 let t = h
@@ -579,13 +590,18 @@ impl CommandService {
                 Ok(submitted(&t, Some(name)))
             }
             AdminCommand::DisassociateScalingGroup { name, target } => {
-                self.scaling_group(&name, ScalingGroupCommand::Disassociate(target), meta)
-                    .await
+                self.single::<ScalingGroup>(
+                    &scaling_group::stream_id(&name),
+                    &name,
+                    ScalingGroupCommand::Disassociate(target),
+                    meta,
+                )
+                .await
             }
         }
     }
 
-    /// Runs one command on one aggregate named `name`.
+    /// Runs one command on one aggregate; `created` names it in the answer.
     async fn single<A>(
         &self,
         stream_id: &str,
@@ -598,60 +614,6 @@ impl CommandService {
         A::Error: Into<Problem>,
     {
         let t = self.handler.execute::<A>(stream_id, command, meta).await?;
-        Ok(Submitted {
-            position: t.position,
-            created: Some(name.to_owned()),
-            secret: None,
-            deduplicated: t.deduplicated,
-        })
-    }
-
-    async fn domain(
-        &self,
-        name: &str,
-        command: DomainCommand,
-        meta: EventMetadata,
-    ) -> Result<Submitted, Problem> {
-        let t = self
-            .handler
-            .execute::<Domain>(&domain::stream_id(name), command, meta)
-            .await?;
-        Ok(Submitted {
-            position: t.position,
-            created: Some(name.to_owned()),
-            secret: None,
-            deduplicated: t.deduplicated,
-        })
-    }
-
-    async fn policy(
-        &self,
-        name: &str,
-        command: KeypairPolicyCommand,
-        meta: EventMetadata,
-    ) -> Result<Submitted, Problem> {
-        let t = self
-            .handler
-            .execute::<KeypairPolicy>(&policy::stream_id(name), command, meta)
-            .await?;
-        Ok(Submitted {
-            position: t.position,
-            created: Some(name.to_owned()),
-            secret: None,
-            deduplicated: t.deduplicated,
-        })
-    }
-
-    async fn scaling_group(
-        &self,
-        name: &str,
-        command: ScalingGroupCommand,
-        meta: EventMetadata,
-    ) -> Result<Submitted, Problem> {
-        let t = self
-            .handler
-            .execute::<ScalingGroup>(&scaling_group::stream_id(name), command, meta)
-            .await?;
         Ok(Submitted {
             position: t.position,
             created: Some(name.to_owned()),

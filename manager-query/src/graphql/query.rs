@@ -535,6 +535,24 @@ impl From<ScalingGroupRow> for ScalingGroup {
     }
 }
 
+/// Loads the rows `conds` selects (`SELECT {select} FROM {from} WHERE ...
+/// {tail}`) and converts each.
+async fn fetch<R, T>(
+    ctx: &Context,
+    conds: Conditions,
+    select: &str,
+    from: &str,
+    tail: &str,
+) -> FieldResult<Vec<T>>
+where
+    R: QueryableByName<diesel::pg::Pg> + Send + 'static,
+    T: From<R>,
+{
+    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let rows: Vec<R> = conds.load(&mut conn, select, from, tail).await?;
+    Ok(rows.into_iter().map(T::from).collect())
+}
+
 /// Loads users by their ids, in the order given (for mutation payloads).
 pub(super) async fn users_by_id(
     ctx: &Context,
@@ -544,7 +562,7 @@ pub(super) async fn users_by_id(
     let mut conn = ctx.pool.get().await.map_err(pool_error)?;
     let mut conds = Conditions::default();
     conds.bind(
-        "u.uuid::text = ANY({})",
+        "u.uuid = ANY({}::uuid[])",
         Param::TextList(ids.iter().map(Uuid::to_string).collect()),
     );
     let rows: Vec<UserRow> = conds.load(&mut conn, USER_COLUMNS, "users u", "").await?;
@@ -572,22 +590,23 @@ pub(super) async fn keypair_by_key<S: ScalarValue>(
 
 /// Loads one domain (for mutation payloads and `domain`).
 pub(super) async fn domain_by_name(ctx: &Context, name: &str) -> FieldResult<Option<Domain>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let mut conds = Conditions::default();
-    conds.bind("d.name = {}", Param::Text(name.to_owned()));
-    let rows: Vec<DomainRow> = conds
-        .load(&mut conn, DOMAIN_COLUMNS, "domains d", "")
-        .await?;
-    Ok(rows.into_iter().next().map(Domain::from))
+    let conds = by_name("d.name", name);
+    Ok(
+        fetch::<DomainRow, _>(ctx, conds, DOMAIN_COLUMNS, "domains d", "")
+            .await?
+            .pop(),
+    )
 }
 
 /// Loads one project (for mutation payloads and `group`).
 pub(super) async fn group_by_id(ctx: &Context, id: Uuid) -> FieldResult<Option<Group>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
     let mut conds = Conditions::default();
     conds.bind("g.id = {}::uuid", Param::Text(id.to_string()));
-    let rows: Vec<GroupRow> = conds.load(&mut conn, GROUP_COLUMNS, "groups g", "").await?;
-    Ok(rows.into_iter().next().map(Group::from))
+    Ok(
+        fetch::<GroupRow, _>(ctx, conds, GROUP_COLUMNS, "groups g", "")
+            .await?
+            .pop(),
+    )
 }
 
 /// Loads one keypair resource policy.
@@ -595,13 +614,11 @@ pub(super) async fn policy_by_name(
     ctx: &Context,
     name: &str,
 ) -> FieldResult<Option<KeyPairResourcePolicy>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let mut conds = Conditions::default();
-    conds.bind("p.name = {}", Param::Text(name.to_owned()));
-    let rows: Vec<PolicyRow> = conds
-        .load(&mut conn, POLICY_COLUMNS, "keypair_resource_policies p", "")
-        .await?;
-    Ok(rows.into_iter().next().map(KeyPairResourcePolicy::from))
+    let conds = by_name("p.name", name);
+    let from = "keypair_resource_policies p";
+    Ok(fetch::<PolicyRow, _>(ctx, conds, POLICY_COLUMNS, from, "")
+        .await?
+        .pop())
 }
 
 /// Loads one scaling group.
@@ -609,13 +626,13 @@ pub(super) async fn scaling_group_by_name(
     ctx: &Context,
     name: &str,
 ) -> FieldResult<Option<ScalingGroup>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let mut conds = Conditions::default();
-    conds.bind("s.name = {}", Param::Text(name.to_owned()));
-    let rows: Vec<ScalingGroupRow> = conds
-        .load(&mut conn, SCALING_GROUP_COLUMNS, "scaling_groups s", "")
-        .await?;
-    Ok(rows.into_iter().next().map(ScalingGroup::from))
+    let conds = by_name("s.name", name);
+    let from = "scaling_groups s";
+    Ok(
+        fetch::<ScalingGroupRow, _>(ctx, conds, SCALING_GROUP_COLUMNS, from, "")
+            .await?
+            .pop(),
+    )
 }
 
 const USER_POLICY_COLUMNS: &str = "p.name, p.created_at, p.max_vfolder_count, p.max_quota_scope_size, \
@@ -711,16 +728,8 @@ pub(super) async fn user_policies(
     ctx: &Context,
     conds: Conditions,
 ) -> FieldResult<Vec<UserResourcePolicy>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let rows: Vec<UserPolicyRow> = conds
-        .load(
-            &mut conn,
-            USER_POLICY_COLUMNS,
-            "user_resource_policies p",
-            " ORDER BY p.name",
-        )
-        .await?;
-    Ok(rows.into_iter().map(UserResourcePolicy::from).collect())
+    let from = "user_resource_policies p";
+    fetch::<UserPolicyRow, _>(ctx, conds, USER_POLICY_COLUMNS, from, " ORDER BY p.name").await
 }
 
 /// Loads project resource policies matching `conds`.
@@ -728,30 +737,14 @@ pub(super) async fn project_policies(
     ctx: &Context,
     conds: Conditions,
 ) -> FieldResult<Vec<ProjectResourcePolicy>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let rows: Vec<ProjectPolicyRow> = conds
-        .load(
-            &mut conn,
-            PROJECT_POLICY_COLUMNS,
-            "project_resource_policies p",
-            " ORDER BY p.name",
-        )
-        .await?;
-    Ok(rows.into_iter().map(ProjectResourcePolicy::from).collect())
+    let from = "project_resource_policies p";
+    fetch::<ProjectPolicyRow, _>(ctx, conds, PROJECT_POLICY_COLUMNS, from, " ORDER BY p.name").await
 }
 
 /// Loads resource presets matching `conds`.
 pub(super) async fn presets(ctx: &Context, conds: Conditions) -> FieldResult<Vec<ResourcePreset>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let rows: Vec<PresetRow> = conds
-        .load(
-            &mut conn,
-            PRESET_COLUMNS,
-            "resource_presets r",
-            " ORDER BY r.name",
-        )
-        .await?;
-    Ok(rows.into_iter().map(ResourcePreset::from).collect())
+    let from = "resource_presets r";
+    fetch::<PresetRow, _>(ctx, conds, PRESET_COLUMNS, from, " ORDER BY r.name").await
 }
 
 /// One row by name.
@@ -987,11 +980,10 @@ impl Query {
         if let Some(active) = is_active {
             conds.bind("d.is_active = {}", Param::Bool(active));
         }
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-        let rows: Vec<DomainRow> = conds
-            .load(&mut conn, DOMAIN_COLUMNS, "domains d", " ORDER BY d.name")
-            .await?;
-        Ok(rows.into_iter().map(|r| Some(Domain::from(r))).collect())
+        let rows =
+            fetch::<DomainRow, Domain>(ctx, conds, DOMAIN_COLUMNS, "domains d", " ORDER BY d.name")
+                .await?;
+        Ok(rows.into_iter().map(Some).collect())
     }
 
     /// A project: superadmins any, domain admins those of their domain,
@@ -1004,9 +996,11 @@ impl Query {
         let mut conds = Conditions::default();
         conds.bind("g.id = {}::uuid", Param::Text(id.to_string()));
         scope_groups(ctx, &mut conds, domain_name)?;
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-        let rows: Vec<GroupRow> = conds.load(&mut conn, GROUP_COLUMNS, "groups g", "").await?;
-        Ok(rows.into_iter().next().map(Group::from))
+        Ok(
+            fetch::<GroupRow, Group>(ctx, conds, GROUP_COLUMNS, "groups g", "")
+                .await?
+                .pop(),
+        )
     }
 
     /// Projects: superadmins all (or one domain's), domain admins their
@@ -1021,16 +1015,15 @@ impl Query {
         if let Some(active) = is_active {
             conds.bind("g.is_active = {}", Param::Bool(active));
         }
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-        let rows: Vec<GroupRow> = conds
-            .load(
-                &mut conn,
-                GROUP_COLUMNS,
-                "groups g",
-                " ORDER BY g.domain_name, g.name",
-            )
-            .await?;
-        Ok(rows.into_iter().map(|r| Some(Group::from(r))).collect())
+        let rows = fetch::<GroupRow, Group>(
+            ctx,
+            conds,
+            GROUP_COLUMNS,
+            "groups g",
+            " ORDER BY g.domain_name, g.name",
+        )
+        .await?;
+        Ok(rows.into_iter().map(Some).collect())
     }
 
     /// A keypair resource policy: the caller's keypair's when no name is
@@ -1049,11 +1042,15 @@ impl Query {
             ),
         };
         scope_policies(ctx, &mut conds);
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-        let rows: Vec<PolicyRow> = conds
-            .load(&mut conn, POLICY_COLUMNS, "keypair_resource_policies p", "")
-            .await?;
-        Ok(rows.into_iter().next().map(KeyPairResourcePolicy::from))
+        Ok(fetch::<PolicyRow, KeyPairResourcePolicy>(
+            ctx,
+            conds,
+            POLICY_COLUMNS,
+            "keypair_resource_policies p",
+            "",
+        )
+        .await?
+        .pop())
     }
 
     /// Keypair resource policies: all for superadmins, else those the
@@ -1063,19 +1060,15 @@ impl Query {
     ) -> FieldResult<Vec<Option<KeyPairResourcePolicy>>> {
         let mut conds = Conditions::default();
         scope_policies(ctx, &mut conds);
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-        let rows: Vec<PolicyRow> = conds
-            .load(
-                &mut conn,
-                POLICY_COLUMNS,
-                "keypair_resource_policies p",
-                " ORDER BY p.name",
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Some(KeyPairResourcePolicy::from(r)))
-            .collect())
+        let rows = fetch::<PolicyRow, KeyPairResourcePolicy>(
+            ctx,
+            conds,
+            POLICY_COLUMNS,
+            "keypair_resource_policies p",
+            " ORDER BY p.name",
+        )
+        .await?;
+        Ok(rows.into_iter().map(Some).collect())
     }
 
     /// A user resource policy: the caller's own when no name is given;
@@ -1173,19 +1166,15 @@ impl Query {
         if let Some(active) = is_active {
             conds.bind("s.is_active = {}", Param::Bool(active));
         }
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-        let rows: Vec<ScalingGroupRow> = conds
-            .load(
-                &mut conn,
-                SCALING_GROUP_COLUMNS,
-                "scaling_groups s",
-                " ORDER BY s.name",
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Some(ScalingGroup::from(r)))
-            .collect())
+        let rows = fetch::<ScalingGroupRow, ScalingGroup>(
+            ctx,
+            conds,
+            SCALING_GROUP_COLUMNS,
+            "scaling_groups s",
+            " ORDER BY s.name",
+        )
+        .await?;
+        Ok(rows.into_iter().map(Some).collect())
     }
 }
 
