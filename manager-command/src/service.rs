@@ -653,7 +653,20 @@ impl CommandService {
             ..EventMetadata::default()
         };
         let started = std::time::Instant::now();
-        let result = self.run(command, meta, scoped.as_deref()).await;
+        let mut result = self.run(command, meta, scoped.as_deref()).await;
+        // A keyed retry of a command that succeeded can fail the checks made
+        // before the append (a purged user's e-mail no longer resolves): the
+        // first request's success stands.
+        if result.is_err()
+            && let Some(key) = &scoped
+            && let Ok(Some(first)) = self.handler.store().idempotent_result(key).await
+        {
+            result = Ok(Submitted {
+                position: Some(first.last_position),
+                deduplicated: true,
+                ..Submitted::default()
+            });
+        }
         metrics::histogram!("command_duration_seconds", "command" => field)
             .record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "refused" };

@@ -461,6 +461,36 @@ async fn an_idempotency_key_makes_a_retry_answer_as_the_first_request() {
     )
     .await;
     assert_eq!(r["data"]["keypair_list"]["total_count"], 3, "{r}");
+
+    // A keyed purge retried after it succeeded still answers success, though
+    // the purged user's e-mail no longer resolves.
+    let purge = "mutation { purge_user(email: \"user@lablup.com\") { ok msg } }";
+    let first = gql_with(
+        &server,
+        ADMIN,
+        purge,
+        json!({}),
+        &[("Idempotency-Key", "p-1")],
+    )
+    .await;
+    assert_eq!(
+        first["data"]["purge_user"],
+        json!({"ok": true, "msg": "success"}),
+        "{first}"
+    );
+    let head = log_head(&db).await;
+    let again = gql_with(
+        &server,
+        ADMIN,
+        purge,
+        json!({}),
+        &[("Idempotency-Key", "p-1")],
+    )
+    .await;
+    assert_eq!(again, first);
+    assert_eq!(log_head(&db).await, head);
+    let unkeyed = gql(&server, ADMIN, purge, json!({})).await;
+    assert_eq!(unkeyed["data"]["purge_user"]["ok"], false, "{unkeyed}");
 }
 
 #[tokio::test]
