@@ -86,6 +86,10 @@ pub struct ProjectionRunner {
     skipped: Arc<std::sync::atomic::AtomicBool>,
     /// The lowest checkpoint after each round of [`ProjectionRunner::run`].
     progress: Arc<watch::Sender<u64>>,
+    /// Where each projector's last step left its checkpoint (tentatively:
+    /// the step's transaction may still roll back; `run` reads it only
+    /// after the commit).
+    reached: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, u64>>>,
 }
 
 impl ProjectionRunner {
@@ -107,7 +111,18 @@ impl ProjectionRunner {
             batch: batch.max(1),
             skipped: Arc::default(),
             progress: Arc::new(watch::channel(0).0),
+            reached: Arc::default(),
         }
+    }
+
+    fn note_reached(&self, name: &'static str, position: u64) {
+        if let Ok(mut reached) = self.reached.lock() {
+            reached.insert(name, position);
+        }
+    }
+
+    fn take_reached(&self, name: &'static str) -> Option<u64> {
+        self.reached.lock().ok().and_then(|mut r| r.remove(name))
     }
 
     /// Follows the position every projector of this runner has applied (the
@@ -159,19 +174,24 @@ impl ProjectionRunner {
         projector: &dyn Projector,
     ) -> Result<usize, ProjectionError> {
         let name = projector.name();
-        diesel::sql_query(
-            "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
-        )
-        .bind::<Text, _>(name)
-        .execute(conn)
-        .await?;
-        let checkpoint: Option<Checkpoint> = diesel::sql_query(
-            "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind::<Text, _>(name)
-        .get_result(conn)
-        .await
-        .optional()?;
+        let lock = || {
+            diesel::sql_query(
+                "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Text, _>(name)
+        };
+        let mut checkpoint: Option<Checkpoint> = lock().get_result(conn).await.optional()?;
+        if checkpoint.is_none() {
+            // A projector's first batch (no checkpoint row yet), or another
+            // process holds the row: make sure it exists, then try again.
+            diesel::sql_query(
+                "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind::<Text, _>(name)
+            .execute(conn)
+            .await?;
+            checkpoint = lock().get_result(conn).await.optional()?;
+        }
         let Some(checkpoint) = checkpoint else {
             // Another process is applying a batch of this projector.
             self.skipped
@@ -182,6 +202,7 @@ impl ProjectionRunner {
         // Read on the transaction's own connection: one connection per step.
         let events = EventStore::read_all_on(conn, from, self.batch).await?;
         let Some(last) = events.last().map(|e| e.position) else {
+            self.note_reached(name, from);
             return Ok(0);
         };
         projector.apply(conn, &events).await?;
@@ -192,6 +213,7 @@ impl ProjectionRunner {
         .bind::<BigInt, _>(i64::try_from(last).unwrap_or(i64::MAX))
         .execute(conn)
         .await?;
+        self.note_reached(name, last);
         metrics::gauge!("projection_position", "projector" => name).set(last as f64);
         metrics::counter!("projection_events_applied_total", "projector" => name)
             .increment(events.len() as u64);
@@ -226,15 +248,26 @@ impl ProjectionRunner {
             let mut busy = false;
             let mut lowest = u64::MAX;
             for projector in &self.projectors {
-                match self.step(projector.as_ref()).await {
-                    Ok(n) => busy |= n > 0,
+                let _ = self.take_reached(projector.name());
+                let committed = match self.step(projector.as_ref()).await {
+                    Ok(n) => {
+                        busy |= n > 0;
+                        true
+                    }
                     Err(err) => {
                         metrics::counter!("projection_failures_total", "projector" => projector.name()).increment(1);
                         tracing::error!(projector = projector.name(), error = %err, "projection batch failed; retrying");
                         tokio::time::sleep(poll).await;
+                        false
                     }
-                }
-                if let Ok(p) = self.status_of(projector.name()).await {
+                };
+                // Where the step left the checkpoint; the database only when
+                // the step did not say (another process held it, or it failed).
+                let reached = match self.take_reached(projector.name()).filter(|_| committed) {
+                    Some(p) => Some(p),
+                    None => self.status_of(projector.name()).await.ok(),
+                };
+                if let Some(p) = reached {
                     lowest = lowest.min(p);
                 }
             }
