@@ -211,18 +211,26 @@ impl KeypairNeeds {
     }
 }
 
-async fn keypairs_of_rows(
+/// Builds the keypairs of `rows`. Takes the caller's pooled connection and
+/// gives it back to the pool before opening secret keys, which takes
+/// connections of its own: holding one while waiting for another would let
+/// concurrent requests exhaust the pool and wait on each other.
+async fn keypairs_of_rows<C>(
     ctx: &Context,
-    conn: &mut AsyncPgConnection,
+    mut conn: C,
     rows: Vec<KeypairRow>,
     needs: KeypairNeeds,
-) -> FieldResult<Vec<KeyPair>> {
+) -> FieldResult<Vec<KeyPair>>
+where
+    C: std::ops::DerefMut<Target = AsyncPgConnection>,
+{
     let projects = if needs.projects {
         let users: Vec<Uuid> = rows.iter().map(|r| r.user_uuid).collect();
-        Some(groups_of(conn, &users).await?)
+        Some(groups_of(&mut conn, &users).await?)
     } else {
         None
     };
+    drop(conn);
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let secret_key = if needs.secret {
@@ -581,11 +589,9 @@ pub(super) async fn keypair_by_key<S: ScalarValue>(
     let rows: Vec<KeypairRow> = conds
         .load(&mut conn, KEYPAIR_COLUMNS, KEYPAIR_FROM, "")
         .await?;
-    Ok(
-        keypairs_of_rows(ctx, &mut conn, rows, KeypairNeeds::of(sel))
-            .await?
-            .pop(),
-    )
+    Ok(keypairs_of_rows(ctx, conn, rows, KeypairNeeds::of(sel))
+        .await?
+        .pop())
 }
 
 /// Loads one domain (for mutation payloads and `domain`).
@@ -903,7 +909,7 @@ impl Query {
             .load(&mut conn, KEYPAIR_COLUMNS, KEYPAIR_FROM, "")
             .await?;
         let needs = KeypairNeeds::of(&executor.look_ahead());
-        Ok(keypairs_of_rows(ctx, &mut conn, rows, needs).await?.pop())
+        Ok(keypairs_of_rows(ctx, conn, rows, needs).await?.pop())
     }
 
     /// A page of keypairs (users: their own; domain admins: their domain).
@@ -954,7 +960,7 @@ impl Query {
             .select("items")
             .map(|items| KeypairNeeds::of(&items))
             .unwrap_or_default();
-        let items = keypairs_of_rows(ctx, &mut conn, rows, needs).await?;
+        let items = keypairs_of_rows(ctx, conn, rows, needs).await?;
         Ok(KeyPairList {
             items: items.into_iter().map(Some).collect(),
             total_count,
