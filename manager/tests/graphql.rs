@@ -702,3 +702,35 @@ async fn a_deleted_keypair_stops_authenticating_within_the_cache_ttl() {
     .await;
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn concurrent_mutations_do_not_exhaust_a_small_pool() {
+    // Each create_keypair reads its keypair back and opens its secret key,
+    // which takes a connection of its own: a request holding one connection
+    // while waiting for another would deadlock a small pool under load.
+    let db = TestDb::new().await;
+    let server = std::sync::Arc::new(
+        common::start_with_fixture_env(&db, &[("MANAGER_DB__POOL_SIZE", "3")]).await,
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..48 {
+        let server = std::sync::Arc::clone(&server);
+        tasks.push(tokio::spawn(async move {
+            gql(
+                &server,
+                ADMIN,
+                CREATE_KEYPAIR,
+                json!({"user_id": "user@lablup.com", "input": {"resource_policy": "default", "rate_limit": 100}}),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r["data"]["create_keypair"]["ok"], true, "{r}");
+        assert!(
+            r["data"]["create_keypair"]["keypair"]["secret_key"].is_string(),
+            "{r}"
+        );
+    }
+}

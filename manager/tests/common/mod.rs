@@ -55,8 +55,14 @@ impl Drop for Server {
 /// has printed where it listens. Binding port 0 in the server itself leaves
 /// no window for another process to take a port between choosing and binding.
 pub fn spawn(db: &TestDb) -> Server {
+    spawn_with(db, &[])
+}
+
+/// [`spawn`] with extra environment (configuration overrides).
+pub fn spawn_with(db: &TestDb, env: &[(&str, &str)]) -> Server {
     use std::io::{BufRead, BufReader, Read};
     let mut child = manager(db)
+        .envs(env.iter().copied())
         .env("MANAGER_API__BIND", "127.0.0.1:0")
         .env("MANAGER_METRICS__BIND", "127.0.0.1:0")
         .arg("start-server")
@@ -89,6 +95,11 @@ pub fn spawn(db: &TestDb) -> Server {
 /// Loads the default fixture, starts the server, and waits until the admin
 /// keypair authenticates (the projections have caught up).
 pub async fn start_with_fixture(db: &TestDb) -> Server {
+    start_with_fixture_env(db, &[]).await
+}
+
+/// [`start_with_fixture`] with extra environment (configuration overrides).
+pub async fn start_with_fixture_env(db: &TestDb, env: &[(&str, &str)]) -> Server {
     let out = manager(db)
         .args(["fixture", "populate", "fixtures/default.json"])
         .output()
@@ -98,7 +109,7 @@ pub async fn start_with_fixture(db: &TestDb) -> Server {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let server = spawn(db);
+    let server = spawn_with(db, env);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = signed(&server, "GET", "/auth/role", ADMIN_AK, ADMIN_SK, None).await
