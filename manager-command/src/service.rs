@@ -188,7 +188,6 @@ fn submitted<T>(t: &Transacted<T>, created: Option<String>) -> Submitted {
     Submitted {
         position: t.position,
         created,
-        secret: None,
         deduplicated: t.deduplicated,
     }
 }
@@ -617,7 +616,6 @@ impl CommandService {
         Ok(Submitted {
             position: t.position,
             created: Some(name.to_owned()),
-            secret: None,
             deduplicated: t.deduplicated,
         })
     }

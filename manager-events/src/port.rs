@@ -301,8 +301,6 @@ pub struct Submitted {
     /// or project's UUID, a keypair's access key. Also set for the replay of
     /// an idempotent retry, so the retry can answer as the first request.
     pub created: Option<String>,
-    /// A secret to show once (a new keypair's secret key).
-    pub secret: Option<String>,
     /// True when an earlier request with the same idempotency key did the work.
     pub deduplicated: bool,
 }

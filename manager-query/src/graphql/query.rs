@@ -1220,28 +1220,34 @@ pub(super) async fn policy_fields_by_name(
     ctx: &Context,
     name: &str,
 ) -> FieldResult<Option<manager_events::policy::KeypairPolicyFields>> {
-    use manager_events::policy::{DefaultForUnspecified, KeypairPolicyFields};
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
-    let mut conds = Conditions::default();
-    conds.bind("p.name = {}", Param::Text(name.to_owned()));
-    let rows: Vec<PolicyRow> = conds
-        .load(&mut conn, POLICY_COLUMNS, "keypair_resource_policies p", "")
-        .await?;
-    Ok(rows.into_iter().next().map(|r| KeypairPolicyFields {
-        default_for_unspecified: if r.default_for_unspecified == "LIMITED" {
-            DefaultForUnspecified::Limited
-        } else {
-            DefaultForUnspecified::Unlimited
-        },
-        total_resource_slots: serde_json::from_value(r.total_resource_slots).unwrap_or_default(),
-        max_session_lifetime: r.max_session_lifetime,
-        max_concurrent_sessions: r.max_concurrent_sessions,
-        max_concurrent_sftp_sessions: r.max_concurrent_sftp_sessions,
-        max_containers_per_session: r.max_containers_per_session,
-        idle_timeout: r.idle_timeout,
-        allowed_vfolder_hosts: serde_json::from_value(r.allowed_vfolder_hosts).unwrap_or_default(),
-        max_vfolder_count: r.max_vfolder_count,
-        max_vfolder_size: r.max_vfolder_size,
-        max_quota_scope_size: r.max_quota_scope_size,
-    }))
+    let conds = by_name("p.name", name);
+    let from = "keypair_resource_policies p";
+    Ok(fetch::<PolicyRow, _>(ctx, conds, POLICY_COLUMNS, from, "")
+        .await?
+        .pop())
+}
+
+impl From<PolicyRow> for manager_events::policy::KeypairPolicyFields {
+    fn from(r: PolicyRow) -> Self {
+        use manager_events::policy::DefaultForUnspecified;
+        manager_events::policy::KeypairPolicyFields {
+            default_for_unspecified: if r.default_for_unspecified == "LIMITED" {
+                DefaultForUnspecified::Limited
+            } else {
+                DefaultForUnspecified::Unlimited
+            },
+            total_resource_slots: serde_json::from_value(r.total_resource_slots)
+                .unwrap_or_default(),
+            max_session_lifetime: r.max_session_lifetime,
+            max_concurrent_sessions: r.max_concurrent_sessions,
+            max_concurrent_sftp_sessions: r.max_concurrent_sftp_sessions,
+            max_containers_per_session: r.max_containers_per_session,
+            idle_timeout: r.idle_timeout,
+            allowed_vfolder_hosts: serde_json::from_value(r.allowed_vfolder_hosts)
+                .unwrap_or_default(),
+            max_vfolder_count: r.max_vfolder_count,
+            max_vfolder_size: r.max_vfolder_size,
+            max_quota_scope_size: r.max_quota_scope_size,
+        }
+    }
 }

@@ -180,9 +180,7 @@ pub fn db_error(err: diesel::result::Error) -> FieldError {
 }
 
 fn is_client_value_error(message: &str) -> bool {
-    message.starts_with("invalid input syntax")
-        || message.starts_with("date/time field value out of range")
-        || message.contains("out of range")
+    message.starts_with("invalid input syntax") || message.contains("out of range")
 }
 
 /// A failure to get a connection.
