@@ -216,7 +216,7 @@ pub(crate) async fn referenced(
         .get()
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let rows = diesel::sql_query(sql)
+    let rows = manager_events::prepared(sql)
         .bind::<Text, _>(name)
         .execute(&mut conn)
         .await

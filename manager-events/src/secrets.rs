@@ -263,7 +263,7 @@ impl KeyStore {
         use diesel_async::RunQueryDsl;
         let (_, wrapped) = DataKey::generate(&self.cluster, access_key);
         let mut conn = self.conn().await?;
-        let inserted: Option<WrappedRow> = diesel::sql_query(
+        let inserted: Option<WrappedRow> = crate::prepared(
             "INSERT INTO keypair_data_keys (access_key, wrapped_key, cluster_key_id) VALUES ($1, $2, $3) \
              ON CONFLICT (access_key) DO NOTHING RETURNING wrapped_key",
         )
@@ -278,7 +278,7 @@ impl KeyStore {
             // Stored by an earlier attempt, or by a concurrent one: read it
             // in a new statement, whose snapshot sees the other's commit.
             None => {
-                diesel::sql_query("SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1")
+                crate::prepared("SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1")
                     .bind::<Text, _>(access_key)
                     .get_result::<WrappedRow>(&mut conn)
                     .await?
@@ -295,7 +295,7 @@ impl KeyStore {
         use diesel_async::RunQueryDsl;
         let mut conn = self.conn().await?;
         let row: Option<WrappedRow> =
-            diesel::sql_query("SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1")
+            crate::prepared("SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1")
                 .bind::<Text, _>(access_key)
                 .get_result(&mut conn)
                 .await
@@ -323,7 +323,7 @@ impl KeyStore {
         use diesel::sql_types::Text;
         use diesel_async::RunQueryDsl;
         let mut conn = self.conn().await?;
-        let n = diesel::sql_query("DELETE FROM keypair_data_keys WHERE access_key = $1")
+        let n = crate::prepared("DELETE FROM keypair_data_keys WHERE access_key = $1")
             .bind::<Text, _>(access_key)
             .execute(&mut conn)
             .await?;

@@ -70,7 +70,7 @@ impl EventStore {
                 ))
             })?;
         let mut conn = self.pool().get().await?;
-        let row: Saved = diesel::sql_query(
+        let row: Saved = crate::prepared(
             "WITH current AS ( \
                  SELECT coalesce(max(stream_version), 0) AS v FROM events WHERE stream_id = $1 \
              ), saved AS ( \
@@ -105,7 +105,7 @@ impl EventStore {
     /// The latest snapshot of a stream, if any.
     pub async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>> {
         let mut conn = self.pool().get().await?;
-        let row: Option<SnapshotRow> = diesel::sql_query(
+        let row: Option<SnapshotRow> = crate::prepared(
             "SELECT stream_id, stream_type, stream_version, schema_version, state::text AS state, \
              taken_at FROM snapshots WHERE stream_id = $1",
         )

@@ -179,7 +179,7 @@ impl EventStore {
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>> {
         let mut conn = self.inner.pool.get().await?;
-        let rows: Vec<EventRow> = diesel::sql_query(format!(
+        let rows: Vec<EventRow> = crate::prepared(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 \
              ORDER BY stream_version"
         ))
@@ -198,7 +198,7 @@ impl EventStore {
             stream_version: i64,
         }
         let mut conn = self.inner.pool.get().await?;
-        let row: Option<Row> = diesel::sql_query(
+        let row: Option<Row> = crate::prepared(
             "SELECT stream_version FROM events WHERE stream_id = $1 \
              ORDER BY stream_version DESC LIMIT 1",
         )
@@ -230,7 +230,7 @@ impl EventStore {
             result: String,
         }
         let mut conn = self.inner.pool.get().await?;
-        let row: Option<Row> = diesel::sql_query(
+        let row: Option<Row> = crate::prepared(
             "SELECT result::text AS result FROM event_idempotency WHERE idempotency_key = $1",
         )
         .bind::<Text, _>(key)
@@ -389,11 +389,9 @@ pub(crate) struct HeadState {
 }
 
 async fn read_head(conn: &mut AsyncPgConnection) -> Result<HeadState> {
-    Ok(
-        diesel::sql_query("SELECT position, hash FROM event_log_head")
-            .get_result(conn)
-            .await?,
-    )
+    Ok(crate::prepared("SELECT position, hash FROM event_log_head")
+        .get_result(conn)
+        .await?)
 }
 
 async fn read_all_rows(
@@ -401,7 +399,7 @@ async fn read_all_rows(
     after_position: u64,
     limit: usize,
 ) -> Result<Vec<EventRow>> {
-    Ok(diesel::sql_query(format!(
+    Ok(crate::prepared(format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
     ))
     .bind::<BigInt, _>(to_i64(after_position))

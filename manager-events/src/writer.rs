@@ -350,7 +350,7 @@ async fn judge_and_write(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let state: Vec<StateRow> = diesel::sql_query("SELECT * FROM event_log_lock($1, $2)")
+    let state: Vec<StateRow> = crate::prepared("SELECT * FROM event_log_lock($1, $2)")
         .bind::<Array<Text>, _>(&ids)
         .bind::<Array<Text>, _>(&keys)
         .load(conn)
@@ -527,7 +527,7 @@ impl<'a> Rows<'a> {
         head_hash: [u8; 32],
     ) -> Result<()> {
         use diesel::sql_types::Uuid as SqlUuid;
-        diesel::sql_query(include_str!("sql/write_group.sql"))
+        crate::prepared(include_str!("sql/write_group.sql"))
             .bind::<Array<BigInt>, _>(self.position)
             .bind::<Array<Text>, _>(self.stream_id)
             .bind::<Array<Text>, _>(self.stream_type)

@@ -23,7 +23,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             name: created,
             fields,
         } => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "INSERT INTO domains (name, description, is_active, total_resource_slots, \
                  allowed_vfolder_hosts, allowed_docker_registries, integration_id, created_at, \
                  modified_at, position) \
@@ -42,7 +42,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         DomainEvent::DomainModified(patch) => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "UPDATE domains SET \
                  description = coalesce($2, description), \
                  is_active = coalesce($3, is_active), \
@@ -73,7 +73,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         DomainEvent::DomainDeactivated => {
-            diesel::sql_query("UPDATE domains SET is_active = false, modified_at = $2, position = $3 WHERE name = $1")
+            manager_events::prepared("UPDATE domains SET is_active = false, modified_at = $2, position = $3 WHERE name = $1")
                 .bind::<Text, _>(name)
                 .bind::<Timestamptz, _>(e.recorded_at)
                 .bind::<BigInt, _>(position)
@@ -81,7 +81,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 .await?;
         }
         DomainEvent::DomainPurged => {
-            diesel::sql_query("DELETE FROM domains WHERE name = $1")
+            manager_events::prepared("DELETE FROM domains WHERE name = $1")
                 .bind::<Text, _>(name)
                 .execute(conn)
                 .await?;

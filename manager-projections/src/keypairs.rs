@@ -24,7 +24,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             fields: f,
             sealed_secret_key,
         } => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "INSERT INTO keypairs (access_key, user_uuid, user_email, is_active, is_admin, resource_policy, \
                  rate_limit, sealed_secret_key, created_at, modified_at, position) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
@@ -43,7 +43,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         KeypairEvent::KeypairModified(p) => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "UPDATE keypairs SET is_active = coalesce($2, is_active), is_admin = coalesce($3, is_admin), \
                  resource_policy = coalesce($4, resource_policy), rate_limit = coalesce($5, rate_limit), \
                  modified_at = $6, position = $7 WHERE access_key = $1",
@@ -59,7 +59,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         KeypairEvent::KeypairDeleted => {
-            diesel::sql_query("DELETE FROM keypairs WHERE access_key = $1")
+            manager_events::prepared("DELETE FROM keypairs WHERE access_key = $1")
                 .bind::<Text, _>(ak)
                 .execute(conn)
                 .await?;

@@ -23,7 +23,7 @@ async fn upsert(
         DefaultForUnspecified::Limited => "LIMITED",
         DefaultForUnspecified::Unlimited => "UNLIMITED",
     };
-    diesel::sql_query(
+    manager_events::prepared(
         "INSERT INTO keypair_resource_policies (name, default_for_unspecified, total_resource_slots, \
          max_session_lifetime, max_concurrent_sessions, max_concurrent_sftp_sessions, \
          max_containers_per_session, idle_timeout, allowed_vfolder_hosts, max_vfolder_count, \
@@ -71,7 +71,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             upsert(conn, name, &fields, e).await?;
         }
         KeypairPolicyEvent::KeypairPolicyDeleted => {
-            diesel::sql_query("DELETE FROM keypair_resource_policies WHERE name = $1")
+            manager_events::prepared("DELETE FROM keypair_resource_policies WHERE name = $1")
                 .bind::<Text, _>(name)
                 .execute(conn)
                 .await?;

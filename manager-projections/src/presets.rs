@@ -17,7 +17,7 @@ async fn upsert(
     f: &ResourcePresetFields,
     e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
-    diesel::sql_query(
+    manager_events::prepared(
         "INSERT INTO resource_presets (name, resource_slots, shared_memory, scaling_group_name, \
          created_at, modified_at, position) VALUES ($1, $2::jsonb, $3, $4, $5, $5, $6) \
          ON CONFLICT (name) DO UPDATE SET resource_slots = excluded.resource_slots, \
@@ -49,7 +49,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             upsert(conn, name, &fields, e).await?;
         }
         ResourcePresetEvent::ResourcePresetDeleted => {
-            diesel::sql_query("DELETE FROM resource_presets WHERE name = $1")
+            manager_events::prepared("DELETE FROM resource_presets WHERE name = $1")
                 .bind::<Text, _>(name)
                 .execute(conn)
                 .await?;

@@ -17,7 +17,7 @@ async fn upsert(
     f: &ProjectPolicyFields,
     e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
-    diesel::sql_query(
+    manager_events::prepared(
         "INSERT INTO project_resource_policies (name, max_vfolder_count, max_quota_scope_size, \
          max_network_count, created_at, modified_at, position) VALUES ($1, $2, $3, $4, $5, $5, $6) \
          ON CONFLICT (name) DO UPDATE SET max_vfolder_count = excluded.max_vfolder_count, \
@@ -50,7 +50,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             upsert(conn, name, &fields, e).await?;
         }
         ProjectPolicyEvent::ProjectPolicyDeleted => {
-            diesel::sql_query("DELETE FROM project_resource_policies WHERE name = $1")
+            manager_events::prepared("DELETE FROM project_resource_policies WHERE name = $1")
                 .bind::<Text, _>(name)
                 .execute(conn)
                 .await?;

@@ -21,7 +21,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
     let position = i64::try_from(e.position).unwrap_or(i64::MAX);
     match event {
         ProjectEvent::ProjectCreated { fields: f, .. } => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "INSERT INTO groups (id, name, domain_name, description, is_active, total_resource_slots, \
                  allowed_vfolder_hosts, integration_id, resource_policy, created_at, modified_at, position) \
                  VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $10, $11)",
@@ -41,7 +41,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         ProjectEvent::ProjectModified(p) => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "UPDATE groups SET description = coalesce($2, description), is_active = coalesce($3, is_active), \
                  total_resource_slots = coalesce($4::jsonb, total_resource_slots), \
                  allowed_vfolder_hosts = coalesce($5::jsonb, allowed_vfolder_hosts), \
@@ -61,7 +61,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         ProjectEvent::ProjectDeactivated => {
-            diesel::sql_query("UPDATE groups SET is_active = false, modified_at = $2, position = $3 WHERE id = $1")
+            manager_events::prepared("UPDATE groups SET is_active = false, modified_at = $2, position = $3 WHERE id = $1")
                 .bind::<SqlUuid, _>(id)
                 .bind::<Timestamptz, _>(e.recorded_at)
                 .bind::<BigInt, _>(position)
@@ -69,17 +69,17 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 .await?;
         }
         ProjectEvent::ProjectPurged => {
-            diesel::sql_query("DELETE FROM association_groups_users WHERE group_id = $1")
+            manager_events::prepared("DELETE FROM association_groups_users WHERE group_id = $1")
                 .bind::<SqlUuid, _>(id)
                 .execute(conn)
                 .await?;
-            diesel::sql_query("DELETE FROM groups WHERE id = $1")
+            manager_events::prepared("DELETE FROM groups WHERE id = $1")
                 .bind::<SqlUuid, _>(id)
                 .execute(conn)
                 .await?;
         }
         ProjectEvent::ProjectMemberAdded { user_uuid } => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "INSERT INTO association_groups_users (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind::<SqlUuid, _>(id)
@@ -88,7 +88,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         ProjectEvent::ProjectMemberRemoved { user_uuid } => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "DELETE FROM association_groups_users WHERE group_id = $1 AND user_id = $2",
             )
             .bind::<SqlUuid, _>(id)

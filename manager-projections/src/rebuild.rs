@@ -164,14 +164,14 @@ impl ProjectionRunner {
         events: &mut u64,
     ) -> Result<u64, ProjectionError> {
         let name = projector.name();
-        diesel::sql_query(
+        manager_events::prepared(
             "INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
         )
         .bind::<Text, _>(name)
         .execute(conn)
         .await?;
         // Pauses the live projector (it skips a locked checkpoint).
-        diesel::sql_query(
+        manager_events::prepared(
             "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
         )
         .bind::<Text, _>(name)
@@ -193,7 +193,7 @@ impl ProjectionRunner {
             moves.push_str(&format!("ALTER TABLE public.{t} SET SCHEMA {retired}; ALTER TABLE {shadow}.{t} SET SCHEMA public;"));
         }
         conn.batch_execute(&moves).await?;
-        diesel::sql_query("UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1")
+        manager_events::prepared("UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1")
             .bind::<Text, _>(name)
             .bind::<BigInt, _>(i64::try_from(position).unwrap_or(i64::MAX))
             .execute(conn)

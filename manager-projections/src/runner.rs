@@ -148,7 +148,7 @@ impl ProjectionRunner {
         // Read models can always be rebuilt from the log, and the checkpoint
         // commits with the rows: a batch lost in a crash is applied again.
         // So a batch need not wait for its WAL flush.
-        diesel::sql_query("SET LOCAL synchronous_commit TO OFF")
+        manager_events::prepared("SET LOCAL synchronous_commit TO OFF")
             .execute(conn)
             .await?;
         let result = self.step_in(conn, projector).await;
@@ -175,7 +175,7 @@ impl ProjectionRunner {
     ) -> Result<usize, ProjectionError> {
         let name = projector.name();
         let lock = || {
-            diesel::sql_query(
+            manager_events::prepared(
                 "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE SKIP LOCKED",
             )
             .bind::<Text, _>(name)
@@ -184,7 +184,7 @@ impl ProjectionRunner {
         if checkpoint.is_none() {
             // A projector's first batch (no checkpoint row yet), or another
             // process holds the row: make sure it exists, then try again.
-            diesel::sql_query(
+            manager_events::prepared(
                 "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
             )
             .bind::<Text, _>(name)
@@ -206,7 +206,7 @@ impl ProjectionRunner {
             return Ok(0);
         };
         projector.apply(conn, &events).await?;
-        diesel::sql_query(
+        manager_events::prepared(
             "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
         )
         .bind::<Text, _>(name)
@@ -307,7 +307,7 @@ impl ProjectionRunner {
             .await
             .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))?;
         let row: Option<Checkpoint> =
-            diesel::sql_query("SELECT position FROM projection_checkpoints WHERE name = $1")
+            manager_events::prepared("SELECT position FROM projection_checkpoints WHERE name = $1")
                 .bind::<Text, _>(name)
                 .get_result(&mut conn)
                 .await

@@ -20,7 +20,7 @@ async fn upsert(
     f: &ScalingGroupFields,
     e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
-    diesel::sql_query(
+    manager_events::prepared(
         "INSERT INTO scaling_groups (name, description, is_active, is_public, driver, driver_opts, scheduler, \
          scheduler_opts, use_host_network, wsproxy_addr, created_at, modified_at, position) \
          VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10, $11, $11, $12) \
@@ -99,7 +99,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             upsert(conn, name, &fields, e).await?;
         }
         ScalingGroupEvent::ScalingGroupDeleted => {
-            diesel::sql_query("DELETE FROM scaling_groups WHERE name = $1")
+            manager_events::prepared("DELETE FROM scaling_groups WHERE name = $1")
                 .bind::<Text, _>(name)
                 .execute(conn)
                 .await?;

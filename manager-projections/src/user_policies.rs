@@ -17,7 +17,7 @@ async fn upsert(
     f: &UserPolicyFields,
     e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
-    diesel::sql_query(
+    manager_events::prepared(
         "INSERT INTO user_resource_policies (name, max_vfolder_count, max_quota_scope_size, \
          max_session_count_per_model_session, max_customized_image_count, created_at, modified_at, \
          position) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
@@ -53,7 +53,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             upsert(conn, name, &fields, e).await?;
         }
         UserPolicyEvent::UserPolicyDeleted => {
-            diesel::sql_query("DELETE FROM user_resource_policies WHERE name = $1")
+            manager_events::prepared("DELETE FROM user_resource_policies WHERE name = $1")
                 .bind::<Text, _>(name)
                 .execute(conn)
                 .await?;

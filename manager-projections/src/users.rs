@@ -24,7 +24,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             fields: f,
             password_hash,
         } => {
-            diesel::sql_query(
+            manager_events::prepared(
                 "INSERT INTO users (uuid, username, email, password_hash, need_password_change, full_name, \
                  description, status, role, domain_name, resource_policy, allowed_client_ip, totp_activated, \
                  sudo_session_enabled, created_at, modified_at, position) \
@@ -56,7 +56,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 Some(v) if v.is_empty() => Some("null".to_owned()),
                 Some(v) => Some(json(v)?),
             };
-            diesel::sql_query(
+            manager_events::prepared(
                 "UPDATE users SET \
                  full_name = coalesce($2, full_name), description = coalesce($3, description), \
                  need_password_change = coalesce($4, need_password_change), status = coalesce($5, status), \
@@ -81,7 +81,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
             .await?;
         }
         UserEvent::UserPasswordChanged { password_hash } => {
-            diesel::sql_query("UPDATE users SET password_hash = $2, modified_at = $3, position = $4 WHERE uuid = $1")
+            manager_events::prepared("UPDATE users SET password_hash = $2, modified_at = $3, position = $4 WHERE uuid = $1")
                 .bind::<SqlUuid, _>(id)
                 .bind::<Text, _>(password_hash)
                 .bind::<Timestamptz, _>(e.recorded_at)
@@ -90,7 +90,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 .await?;
         }
         UserEvent::UserMainAccessKeySet { access_key } => {
-            diesel::sql_query("UPDATE users SET main_access_key = $2, modified_at = $3, position = $4 WHERE uuid = $1")
+            manager_events::prepared("UPDATE users SET main_access_key = $2, modified_at = $3, position = $4 WHERE uuid = $1")
                 .bind::<SqlUuid, _>(id)
                 .bind::<Nullable<Text>, _>(access_key)
                 .bind::<Timestamptz, _>(e.recorded_at)
@@ -101,7 +101,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
         // Which keypairs a user has is the keypairs read model's business.
         UserEvent::UserKeypairAdded { .. } | UserEvent::UserKeypairRemoved { .. } => {}
         UserEvent::UserDeleted => {
-            diesel::sql_query("UPDATE users SET status = 'deleted', modified_at = $2, position = $3 WHERE uuid = $1")
+            manager_events::prepared("UPDATE users SET status = 'deleted', modified_at = $2, position = $3 WHERE uuid = $1")
                 .bind::<SqlUuid, _>(id)
                 .bind::<Timestamptz, _>(e.recorded_at)
                 .bind::<BigInt, _>(position)
@@ -109,7 +109,7 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
                 .await?;
         }
         UserEvent::UserPurged => {
-            diesel::sql_query("DELETE FROM users WHERE uuid = $1")
+            manager_events::prepared("DELETE FROM users WHERE uuid = $1")
                 .bind::<SqlUuid, _>(id)
                 .execute(conn)
                 .await?;

@@ -85,7 +85,7 @@ impl Freshness {
     async fn progress(&self) -> Option<Progress> {
         use diesel_async::RunQueryDsl;
         let mut conn = self.pool.get().await.ok()?;
-        let row: Low = diesel::sql_query(
+        let row: Low = manager_events::prepared(
             "SELECT coalesce((SELECT min(position) FROM projection_checkpoints), 0) AS position, \
              (SELECT position FROM event_log_head) AS head",
         )

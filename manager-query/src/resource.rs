@@ -122,7 +122,7 @@ struct Preset {
 
 async fn presets(conn: &mut Conn) -> Result<Vec<Preset>, Problem> {
     use diesel_async::RunQueryDsl;
-    let rows: Vec<PresetRow> = diesel::sql_query(
+    let rows: Vec<PresetRow> = manager_events::prepared(
         "SELECT name, resource_slots::text AS resource_slots, shared_memory \
          FROM resource_presets ORDER BY name",
     )
@@ -316,7 +316,7 @@ pub async fn check_presets(
     let mut conn = connection(&pool).await?;
 
     // The keypair's policy.
-    let policy: Option<PolicyRow> = diesel::sql_query(
+    let policy: Option<PolicyRow> = manager_events::prepared(
         "SELECT p.default_for_unspecified, p.total_resource_slots::text AS total_resource_slots \
          FROM keypairs k JOIN keypair_resource_policies p ON p.name = k.resource_policy \
          WHERE k.access_key = $1",
@@ -341,7 +341,7 @@ pub async fn check_presets(
     let keypair_limits = limits(&policy.total_resource_slots, fill);
 
     // The project, which the caller must belong to.
-    let project: ProjectRow = diesel::sql_query(
+    let project: ProjectRow = manager_events::prepared(
         "SELECT g.id, g.total_resource_slots::text AS total_resource_slots \
          FROM groups g JOIN association_groups_users a ON a.group_id = g.id \
          WHERE a.user_id = $1 AND g.name = $2 AND g.domain_name = $3",
@@ -360,7 +360,7 @@ pub async fn check_presets(
     })?;
     let group_limits = limits(&project.total_resource_slots, SlotAmount::Infinity);
 
-    let domain_slots = diesel::sql_query(
+    let domain_slots = manager_events::prepared(
         "SELECT total_resource_slots::text AS total_resource_slots FROM domains WHERE name = $1",
     )
     .bind::<Text, _>(&ctx.domain_name)
@@ -405,7 +405,7 @@ pub async fn check_presets(
     };
 
     // The scaling groups the caller may use.
-    let allowed: Vec<String> = diesel::sql_query(
+    let allowed: Vec<String> = manager_events::prepared(
         "SELECT name FROM scaling_groups WHERE is_active AND name IN ( \
            SELECT scaling_group FROM sgroups_for_domains WHERE domain = $1 \
            UNION SELECT scaling_group FROM sgroups_for_groups WHERE \"group\" = $2 \

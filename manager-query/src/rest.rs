@@ -47,7 +47,7 @@ async fn is_member(pool: &PgPool, group: uuid::Uuid, user: uuid::Uuid) -> Result
     use diesel_async::RunQueryDsl;
     let unavailable = |e: String| Problem::new(ProblemKind::ServiceUnavailable).msg(e);
     let mut conn = pool.get().await.map_err(|e| unavailable(e.to_string()))?;
-    let n = diesel::sql_query(
+    let n = manager_events::prepared(
         "SELECT 1 FROM association_groups_users a JOIN groups g ON g.id = a.group_id \
          WHERE a.group_id = $1 AND a.user_id = $2",
     )

@@ -257,6 +257,7 @@ async fn run() {
     );
     let server = start(&db_url);
     let host = server.host.clone();
+    println!("manager pid {}", server.child.id());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections * 2)
         .build()
@@ -319,59 +320,84 @@ async fn run() {
     // Past the authenticator's cache of the old limit.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     println!("phases: {seconds} s each, {connections} connections");
+    // `BENCH_ONLY=gql,command` runs only the named phases (for profiling).
+    let only: String = env_or("BENCH_ONLY", String::new());
+    let runs = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
+    let skipped = || Phase {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        errors: 0,
+    };
 
     let (c, h) = (client.clone(), host.clone());
-    let baseline = phase(
-        "baseline GET /",
-        connections,
-        seconds,
-        &client,
-        move |_, _| request(&c, &h, "GET", "/", None, false),
-        |_| true,
-    )
-    .await;
+    let baseline = if runs("baseline") {
+        phase(
+            "baseline GET /",
+            connections,
+            seconds,
+            &client,
+            move |_, _| request(&c, &h, "GET", "/", None, false),
+            |_| true,
+        )
+        .await
+    } else {
+        skipped()
+    };
     let (c, h) = (client.clone(), host.clone());
-    let signed = phase(
-        "signed GET /auth/role",
-        connections,
-        seconds,
-        &client,
-        move |_, _| request(&c, &h, "GET", "/auth/role", None, true),
-        |_| true,
-    )
-    .await;
+    let signed = if runs("signed") {
+        phase(
+            "signed GET /auth/role",
+            connections,
+            seconds,
+            &client,
+            move |_, _| request(&c, &h, "GET", "/auth/role", None, true),
+            |_| true,
+        )
+        .await
+    } else {
+        skipped()
+    };
     let (c, h) = (client.clone(), host.clone());
     let list_body = json!({"query": USER_LIST, "variables": {"status": null, "group_id": null, "filter": null, "order": null, "limit": 50, "offset": 0}});
-    let list = phase(
-        "gql user_list (50)",
-        connections,
-        seconds,
-        &client,
-        move |_, i| {
-            let mut body = list_body.clone();
-            body["variables"]["offset"] = json!((i % 20) * 50);
-            request(&c, &h, "POST", "/admin/gql", Some(&body), true)
-        },
-        |t| t.contains("total_count") && !t.contains("\"errors\""),
-    )
-    .await;
+    let list = if runs("gql") {
+        phase(
+            "gql user_list (50)",
+            connections,
+            seconds,
+            &client,
+            move |_, i| {
+                let mut body = list_body.clone();
+                body["variables"]["offset"] = json!((i % 20) * 50);
+                request(&c, &h, "POST", "/admin/gql", Some(&body), true)
+            },
+            |t| t.contains("total_count") && !t.contains("\"errors\""),
+        )
+        .await
+    } else {
+        skipped()
+    };
     let (c, h) = (client.clone(), host.clone());
-    let command = phase(
-        "create_keypair",
-        connections,
-        seconds,
-        &client,
-        move |task, i| {
-            // Spread over the users: the keypairs of one user share its stream.
-            let user = (task + connections * usize::try_from(i).unwrap_or(0)) % USERS;
-            let body = json!({"query": CREATE_KEYPAIR, "variables": {
-                "user_id": format!("bench{user:04}@example.com"),
-                "input": {"is_active": true, "is_admin": false, "resource_policy": "default", "rate_limit": 1000}}});
-            request(&c, &h, "POST", "/admin/gql", Some(&body), true)
-        },
-        |t| t.contains("\"ok\":true"),
-    )
-    .await;
+    let command = if runs("command") {
+        phase(
+            "create_keypair",
+            connections,
+            seconds,
+            &client,
+            move |task, i| {
+                // Spread over the users: the keypairs of one user share its stream.
+                let user = (task + connections * usize::try_from(i).unwrap_or(0)) % USERS;
+                let body = json!({"query": CREATE_KEYPAIR, "variables": {
+                    "user_id": format!("bench{user:04}@example.com"),
+                    "input": {"is_active": true, "is_admin": false, "resource_policy": "default", "rate_limit": 1000}}});
+                request(&c, &h, "POST", "/admin/gql", Some(&body), true)
+            },
+            |t| t.contains("\"ok\":true"),
+        )
+        .await
+    } else {
+        skipped()
+    };
     drop(server);
     let round = |x: f64| (x * 100.0).round() / 100.0;
     let summary = json!({

@@ -139,7 +139,7 @@ impl Authenticator {
             .get()
             .await
             .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
-        let caller: Option<Caller> = diesel::sql_query(
+        let caller: Option<Caller> = manager_events::prepared(
             "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
              u.email, u.role, u.status, u.domain_name, u.allowed_client_ip::text AS allowed_client_ip \
              FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",

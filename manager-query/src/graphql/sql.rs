@@ -20,6 +20,9 @@ pub const MAX_LIMIT: i32 = 1000;
 pub struct Conditions {
     conds: Vec<String>,
     params: Vec<Param>,
+    /// Whether the text holds a client's filter: such SQL is not kept as a
+    /// prepared statement (its shapes are unbounded).
+    from_client: bool,
 }
 
 impl Conditions {
@@ -50,6 +53,7 @@ impl Conditions {
         let frag = filter_sql(&expr, fields, self.params.len() + 1).map_err(gql_error)?;
         self.conds.push(format!("({})", frag.sql));
         self.params.extend(frag.params);
+        self.from_client = true;
         Ok(self)
     }
 
@@ -75,12 +79,22 @@ impl Conditions {
     {
         use diesel_async::RunQueryDsl;
         let sql = format!("SELECT {select} FROM {from}{}{tail}", self.where_clause());
-        let query = SqlFragment {
+        let params = SqlFragment {
             sql: String::new(),
             params: self.params,
+        };
+        if self.from_client {
+            params
+                .bind(diesel::sql_query(sql).into_boxed())
+                .load(conn)
+                .await
+        } else {
+            params
+                .bind_prepared(manager_events::prepared(sql))
+                .load(conn)
+                .await
         }
-        .bind(diesel::sql_query(sql).into_boxed());
-        query.load(conn).await.map_err(db_error)
+        .map_err(db_error)
     }
 }
 
@@ -127,33 +141,52 @@ where
         None => default_order.to_owned(),
     };
     let where_clause = conds.where_clause();
-    let params = conds.params;
+    // Text built from the client's filter or order is not kept prepared.
+    let cache = !conds.from_client && order.is_none_or(|o| o.trim().is_empty());
+    let n = conds.params.len();
+    let params = || SqlFragment {
+        sql: String::new(),
+        params: conds.params.clone(),
+    };
     // The count and the page apart: a window count would read every
     // matching row for each page, while the page alone stops at
     // offset + limit rows of an index.
-    let count: Count = SqlFragment {
-        sql: String::new(),
-        params: params.clone(),
+    let count_sql = format!("SELECT count(*) AS n FROM {from}{where_clause}");
+    let count: Count = if cache {
+        params()
+            .bind_prepared(manager_events::prepared(count_sql))
+            .get_result(conn)
+            .await
+    } else {
+        params()
+            .bind(diesel::sql_query(count_sql).into_boxed())
+            .get_result(conn)
+            .await
     }
-    .bind(diesel::sql_query(format!("SELECT count(*) AS n FROM {from}{where_clause}")).into_boxed())
-    .get_result(conn)
-    .await
     .map_err(db_error)?;
     let rows: Vec<R> = if limit == 0 || i64::from(offset) >= count.n {
         Vec::new()
     } else {
-        SqlFragment {
-            sql: String::new(),
-            params,
+        let sql = format!(
+            "SELECT {select} FROM {from}{where_clause} ORDER BY {order_by} LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        if cache {
+            params()
+                .bind_prepared(manager_events::prepared(sql))
+                .bind::<BigInt, _>(i64::from(limit))
+                .bind::<BigInt, _>(i64::from(offset))
+                .load(conn)
+                .await
+        } else {
+            params()
+                .bind(diesel::sql_query(sql).into_boxed())
+                .bind::<BigInt, _>(i64::from(limit))
+                .bind::<BigInt, _>(i64::from(offset))
+                .load(conn)
+                .await
         }
-        .bind(
-            diesel::sql_query(format!(
-                "SELECT {select} FROM {from}{where_clause} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
-            ))
-            .into_boxed(),
-        )
-        .load(conn)
-        .await
         .map_err(db_error)?
     };
     Ok((rows, i32::try_from(count.n).unwrap_or(i32::MAX)))

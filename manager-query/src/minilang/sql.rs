@@ -109,6 +109,26 @@ pub struct SqlFragment {
 }
 
 impl SqlFragment {
+    /// Binds the parameters, in order, to a query that may be prepared
+    /// (for SQL text drawn from a fixed set; see `manager_events::prepared`).
+    pub fn bind_prepared(
+        self,
+        mut query: manager_events::prepared::Prepared<'_>,
+    ) -> manager_events::prepared::Prepared<'_> {
+        for p in self.params {
+            query = match p {
+                Param::Text(v) => query.bind::<Text, _>(v),
+                Param::Int(v) => query.bind::<BigInt, _>(v),
+                Param::Float(v) => query.bind::<Double, _>(v),
+                Param::Bool(v) => query.bind::<Bool, _>(v),
+                Param::Timestamp(v) => query.bind::<Timestamptz, _>(v),
+                Param::TextList(v) => query.bind::<Array<Text>, _>(v),
+                Param::IntList(v) => query.bind::<Array<BigInt>, _>(v),
+            };
+        }
+        query
+    }
+
     /// Binds the parameters to a boxed diesel query, in order.
     pub fn bind<'a, Q>(self, mut query: BoxedSqlQuery<'a, Pg, Q>) -> BoxedSqlQuery<'a, Pg, Q>
     where
