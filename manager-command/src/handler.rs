@@ -162,12 +162,17 @@ struct Touched {
     version: u64,
     state: Arc<dyn Any + Send + Sync>,
     events: Vec<NewEvent>,
+    /// Taken from this process's cache without asking the log: right unless
+    /// another process wrote the stream since.
+    from_cache: bool,
 }
 
 /// One attempt at a command: the aggregates it loaded and the events it decided.
 pub struct Tx<'h> {
     handler: &'h CommandHandler,
     touched: Vec<Touched>,
+    /// Whether loads may trust the cache (see [`CommandHandler::transact`]).
+    optimistic: bool,
 }
 
 /// The result of [`Tx::decide`].
@@ -192,17 +197,27 @@ impl Tx<'_> {
                 .cloned()
                 .ok_or_else(|| internal(format!("{stream_id} loaded as two aggregate types")));
         }
-        let (state, version) = self
-            .handler
-            .load::<A>(stream_id)
-            .await
-            .map_err(codec_or_store)?;
+        let cached = if self.optimistic {
+            self.handler.cached::<A>(stream_id)
+        } else {
+            None
+        };
+        let from_cache = cached.is_some();
+        let (state, version) = match cached {
+            Some(hit) => hit,
+            None => self
+                .handler
+                .load::<A>(stream_id)
+                .await
+                .map_err(codec_or_store)?,
+        };
         self.touched.push(Touched {
             stream_id: stream_id.to_owned(),
             stream_type: A::STREAM_TYPE,
             version,
             state: Arc::new(state.clone()),
             events: Vec::new(),
+            from_cache,
         });
         Ok(state)
     }
@@ -252,6 +267,11 @@ impl Tx<'_> {
             events,
             version,
         }))
+    }
+
+    /// Whether anything this attempt read came from the cache unchecked.
+    fn trusted_cache(&self) -> bool {
+        self.touched.iter().any(|t| t.from_cache)
     }
 
     fn batch(&self, metadata: &EventMetadata) -> Option<AppendBatch> {
@@ -343,11 +363,30 @@ impl CommandHandler {
         &self,
         stream_id: &str,
     ) -> Result<(A, u64), CommandError<A::Error>> {
-        let (mut state, mut version) = match self.cached::<A>(stream_id) {
-            Some(cached) => cached,
-            None => self.snapshot::<A>(stream_id).await.unwrap_or_default(),
+        let cached = self.cached::<A>(stream_id);
+        let from_cache = cached.is_some();
+        let (mut state, mut version) = cached.unwrap_or_default();
+        let newer = if from_cache {
+            self.store.read_stream(stream_id, version).await?
+        } else {
+            // Most streams are short: read from the start, and look for a
+            // snapshot only when the stream turns out to be long.
+            let first = self
+                .store
+                .read_stream_page(stream_id, 0, self.snapshot_every)
+                .await?;
+            if (first.len() as u64) < self.snapshot_every {
+                first
+            } else if let Some((snap, at)) = self.snapshot::<A>(stream_id).await {
+                (state, version) = (snap, at);
+                self.store.read_stream(stream_id, at).await?
+            } else {
+                let mut all = first;
+                let last = all.last().map_or(0, |e| e.stream_version);
+                all.extend(self.store.read_stream(stream_id, last).await?);
+                all
+            }
         };
-        let newer = self.store.read_stream(stream_id, version).await?;
         for recorded in &newer {
             let event: A::Event =
                 decode(&recorded.event_type, &recorded.payload).map_err(|source| {
@@ -360,7 +399,7 @@ impl CommandHandler {
             state.apply(&event);
             version = recorded.stream_version;
         }
-        if !newer.is_empty() {
+        if !newer.is_empty() || !from_cache {
             self.remember(stream_id, Arc::new(state.clone()), version);
         }
         if newer.len() as u64 >= self.snapshot_every {
@@ -494,19 +533,36 @@ impl CommandHandler {
         // holds at most one gate and never waits for another while holding
         // it, so gates cannot deadlock.
         let mut gate: Option<tokio::sync::OwnedMutexGuard<()>> = None;
-        for attempt in 0..self.max_attempts {
+        // The first attempt trusts the cache: its versions are checked by the
+        // append anyway. A refusal or a no-op decided on cached state is not
+        // trusted (another process may have changed the aggregates): the
+        // attempt is made again on state read from the log.
+        let mut optimistic = true;
+        let mut attempt = 0;
+        while attempt < self.max_attempts {
             let mut tx = Tx {
                 handler: self,
                 touched: Vec::new(),
+                optimistic,
             };
-            let output = work.attempt(&mut tx).await?;
+            let output = work.attempt(&mut tx).await;
+            let recheck = optimistic && tx.trusted_cache();
+            optimistic = false;
+            let output = match output {
+                Err(AttemptError::Rejected(_)) if recheck => continue,
+                other => other?,
+            };
             let Some(batch) = tx.batch(metadata) else {
+                if recheck {
+                    continue;
+                }
                 return Ok(Transacted {
                     output: Some(output),
                     position: None,
                     deduplicated: false,
                 });
             };
+            attempt += 1;
             match self.store.append(batch).await {
                 Ok(result) => {
                     self.remember_all(&tx, &result);
@@ -561,6 +617,13 @@ impl CommandHandler {
                 self.remember(&t.stream_id, t.state.clone(), appended.version);
             }
         }
+    }
+
+    /// The aggregate as this process last saw it, without asking the log:
+    /// possibly stale, so only for fast paths whose answer is checked again
+    /// (a pre-check that lets a command proceed to an attempt that verifies).
+    pub fn cached_state<A: Aggregate>(&self, stream_id: &str) -> Option<A> {
+        self.cached::<A>(stream_id).map(|(state, _)| state)
     }
 
     fn cached<A: Aggregate>(&self, stream_id: &str) -> Option<(A, u64)> {

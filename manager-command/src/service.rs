@@ -222,6 +222,20 @@ impl CommandService {
         })
     }
 
+    /// Like `existing_user`, but a user this process knows is taken on
+    /// trust — only for callers whose attempt looks the e-mail up again.
+    async fn known_user(&self, email: &str) -> Result<Uuid, Problem> {
+        let known = self
+            .handler
+            .cached_state::<Reservation>(&reservation::stream_id("user-email", email))
+            .and_then(|r| r.holder)
+            .and_then(|h| h.strip_prefix("user:").and_then(|u| u.parse().ok()));
+        match known {
+            Some(uuid) => Ok(uuid),
+            None => self.existing_user(email).await,
+        }
+    }
+
     /// The project named `name` in `domain`, if any.
     pub async fn project_by_name(&self, domain: &str, name: &str) -> Result<Option<Uuid>, Problem> {
         let (res, _) = self
@@ -364,7 +378,9 @@ impl CommandService {
                 resource_policy,
                 rate_limit,
             } => {
-                let user_uuid = self.existing_user(&user_email).await?;
+                // Fails fast before a data key is stored; the attempt looks
+                // the e-mail up again, checked with the rest.
+                let user_uuid = self.known_user(&user_email).await?;
                 let access_key = derived_access_key(scoped, "keypair");
                 let create = CreateKeypair::prepare(
                     &self.keys,
@@ -378,7 +394,8 @@ impl CommandService {
                     },
                     &generate_secret_key(),
                 )
-                .await?;
+                .await?
+                .owned_by_email(user_email);
                 let t = h.transact(&create, meta).await?;
                 Ok(submitted(&t, Some(access_key)))
             }

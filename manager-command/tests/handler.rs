@@ -99,6 +99,40 @@ async fn a_cached_aggregate_is_checked_against_its_stream() {
 }
 
 #[tokio::test]
+async fn state_cached_by_one_process_and_changed_by_another_is_never_trusted_to_refuse() {
+    let db = TestDb::new().await;
+    let a = CommandHandler::new(db.store().await);
+    let b = CommandHandler::new(db.store().await);
+    let id = domain::stream_id("d");
+    // a caches "no such domain", then b creates it: a's modification must
+    // not be refused as "not found" on the strength of its cache.
+    a.load::<Domain>(&id).await.unwrap();
+    b.execute::<Domain>(&id, create("d"), EventMetadata::default())
+        .await
+        .unwrap();
+    let done = a
+        .execute::<Domain>(&id, describe("from a"), EventMetadata::default())
+        .await
+        .unwrap();
+    assert_eq!(done.version, 2);
+
+    // a caches the domain; b purges it: a's change, decided on the cache,
+    // conflicts and is refused on the log's state.
+    b.execute::<Domain>(&id, DomainCommand::Purge, EventMetadata::default())
+        .await
+        .unwrap();
+    let again = a
+        .execute::<Domain>(&id, describe("too late"), EventMetadata::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, CommandError::Rejected(DomainError::NotFound)),
+        "{again:?}"
+    );
+    assert_eq!(a.store().head_position().await.unwrap(), 3);
+}
+
+#[tokio::test]
 async fn concurrent_commands_on_one_aggregate_land_once_each_or_get_409() {
     let db = TestDb::new().await;
     let id = domain::stream_id("busy");

@@ -78,6 +78,7 @@ impl ClusterKey {
 }
 
 /// One keypair's data key.
+#[derive(Clone)]
 pub struct DataKey {
     cipher: XChaCha20Poly1305,
 }
@@ -219,11 +220,24 @@ pub enum KeyStoreError {
     Pool(String),
 }
 
-/// The table of wrapped data keys (`keypair_data_keys`).
+/// How long an unwrapped data key is kept in memory. Shredding removes it
+/// at once from this process; other processes may still open the keypair's
+/// secret for up to this long.
+pub const DATA_KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Unwrapped data keys kept in memory at most.
+const DATA_KEY_CACHE_ENTRIES: usize = 10_000;
+
+/// The table of wrapped data keys (`keypair_data_keys`), with the keys
+/// unwrapped recently kept for [`DATA_KEY_CACHE_TTL`] (a keypair created is
+/// read back at once; a signed request opens its secret).
 #[derive(Clone)]
 pub struct KeyStore {
     pool: crate::store::PgPool,
     cluster: ClusterKey,
+    recent: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (DataKey, std::time::Instant)>>,
+    >,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -235,7 +249,39 @@ struct WrappedRow {
 impl KeyStore {
     /// A key store over the pool, wrapping with `cluster`.
     pub fn new(pool: crate::store::PgPool, cluster: ClusterKey) -> Self {
-        KeyStore { pool, cluster }
+        KeyStore {
+            pool,
+            cluster,
+            recent: std::sync::Arc::default(),
+        }
+    }
+
+    fn remembered(&self, access_key: &str) -> Option<DataKey> {
+        let recent = self.recent.lock().ok()?;
+        let (key, at) = recent.get(access_key)?;
+        (at.elapsed() < DATA_KEY_CACHE_TTL).then(|| key.clone())
+    }
+
+    fn remember(&self, access_key: &str, key: &DataKey) {
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        if recent.len() >= DATA_KEY_CACHE_ENTRIES {
+            recent.retain(|_, (_, at)| at.elapsed() < DATA_KEY_CACHE_TTL);
+            if recent.len() >= DATA_KEY_CACHE_ENTRIES {
+                recent.clear();
+            }
+        }
+        recent.insert(
+            access_key.to_owned(),
+            (key.clone(), std::time::Instant::now()),
+        );
+    }
+
+    fn forget(&self, access_key: &str) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.remove(access_key);
+        }
     }
 
     /// The cluster key.
@@ -285,7 +331,9 @@ impl KeyStore {
                     .wrapped_key
             }
         };
-        Ok(DataKey::unwrap(&self.cluster, access_key, &wrapped)?)
+        let key = DataKey::unwrap(&self.cluster, access_key, &wrapped)?;
+        self.remember(access_key, &key);
+        Ok(key)
     }
 
     /// The data key of an existing keypair.
@@ -293,6 +341,9 @@ impl KeyStore {
         use diesel::OptionalExtension;
         use diesel::sql_types::Text;
         use diesel_async::RunQueryDsl;
+        if let Some(key) = self.remembered(access_key) {
+            return Ok(key);
+        }
         let mut conn = self.conn().await?;
         let row: Option<WrappedRow> =
             crate::prepared("SELECT wrapped_key FROM keypair_data_keys WHERE access_key = $1")
@@ -301,11 +352,9 @@ impl KeyStore {
                 .await
                 .optional()?;
         let row = row.ok_or(SecretError::Shredded)?;
-        Ok(DataKey::unwrap(
-            &self.cluster,
-            access_key,
-            &row.wrapped_key,
-        )?)
+        let key = DataKey::unwrap(&self.cluster, access_key, &row.wrapped_key)?;
+        self.remember(access_key, &key);
+        Ok(key)
     }
 
     /// Opens a keypair's sealed secret key.
@@ -322,11 +371,14 @@ impl KeyStore {
     pub async fn shred(&self, access_key: &str) -> Result<bool, KeyStoreError> {
         use diesel::sql_types::Text;
         use diesel_async::RunQueryDsl;
+        self.forget(access_key);
         let mut conn = self.conn().await?;
         let n = crate::prepared("DELETE FROM keypair_data_keys WHERE access_key = $1")
             .bind::<Text, _>(access_key)
             .execute(&mut conn)
             .await?;
+        // Again: a concurrent read may have brought it back meanwhile.
+        self.forget(access_key);
         Ok(n > 0)
     }
 }

@@ -190,6 +190,26 @@ impl EventStore {
         rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 
+    /// Like [`EventStore::read_stream`], at most `limit` events.
+    pub async fn read_stream_page(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut conn = self.inner.pool.get().await?;
+        let rows: Vec<EventRow> = crate::prepared(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 \
+             ORDER BY stream_version LIMIT $3"
+        ))
+        .bind::<Text, _>(stream_id)
+        .bind::<BigInt, _>(to_i64(after_version))
+        .bind::<BigInt, _>(to_i64(limit))
+        .load(&mut conn)
+        .await?;
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
     /// The current version of a stream (0 when it does not exist).
     pub async fn stream_version(&self, stream_id: &str) -> Result<u64> {
         #[derive(QueryableByName)]

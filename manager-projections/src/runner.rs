@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use futures::future::BoxFuture;
@@ -90,6 +90,27 @@ pub struct ProjectionRunner {
     /// the step's transaction may still roll back; `run` reads it only
     /// after the commit).
     reached: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, u64>>>,
+    /// Set once every projector's checkpoint row is known to exist.
+    checkpoints_exist: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What one [`ProjectionRunner::round`] did.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Events applied, summed over projectors.
+    pub applied: usize,
+    /// Where each projector the round held stands now.
+    pub reached: Vec<(&'static str, u64)>,
+    /// Some checkpoint was held by another process.
+    pub skipped: bool,
+}
+
+#[derive(QueryableByName)]
+struct Held {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    position: i64,
 }
 
 impl ProjectionRunner {
@@ -112,6 +133,7 @@ impl ProjectionRunner {
             skipped: Arc::default(),
             progress: Arc::new(watch::channel(0).0),
             reached: Arc::default(),
+            checkpoints_exist: Arc::default(),
         }
     }
 
@@ -220,23 +242,160 @@ impl ProjectionRunner {
         Ok(events.len())
     }
 
+    /// Applies at most one batch to every projector whose checkpoint no other
+    /// process holds, in **one** transaction: the batch is read once, each
+    /// projector applies the part past its checkpoint, and the checkpoints
+    /// move together. If a projector fails, the round is rolled back and made
+    /// again projector by projector ([`ProjectionRunner::step`]), so one
+    /// failing projector holds up no other.
+    pub async fn round(&self) -> Result<Round, ProjectionError> {
+        match self.round_at_once().await {
+            Ok(round) => Ok(round),
+            Err(failed) => {
+                tracing::warn!(error = %failed, "projection round failed; applying projector by projector");
+                let mut round = Round::default();
+                let mut first_error = None;
+                for projector in &self.projectors {
+                    let r = self.step(projector.as_ref()).await;
+                    match r {
+                        Ok(n) => {
+                            round.applied += n;
+                            if let Some(p) = self.take_reached(projector.name()) {
+                                round.reached.push((projector.name(), p));
+                            }
+                        }
+                        Err(e) => {
+                            metrics::counter!("projection_failures_total", "projector" => projector.name()).increment(1);
+                            tracing::error!(projector = projector.name(), error = %e, "projection batch failed; retrying");
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                round.skipped = self
+                    .skipped
+                    .swap(false, std::sync::atomic::Ordering::Relaxed);
+                match first_error {
+                    Some(e) if round.applied == 0 => Err(e),
+                    _ => Ok(round),
+                }
+            }
+        }
+    }
+
+    async fn round_at_once(&self) -> Result<Round, ProjectionError> {
+        let mut conn = self
+            .store
+            .pool()
+            .get()
+            .await
+            .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        let names: Vec<&'static str> = self.projectors.iter().map(|p| p.name()).collect();
+        if !std::sync::atomic::AtomicBool::load(
+            &self.checkpoints_exist,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            manager_events::prepared(
+                "INSERT INTO projection_checkpoints (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind::<Array<Text>, _>(&names)
+            .execute(conn)
+            .await?;
+            self.checkpoints_exist
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        AnsiTransactionManager::begin_transaction(conn).await?;
+        let result = async {
+            // See `step`: read models can be rebuilt, the checkpoints commit
+            // with the rows.
+            manager_events::prepared("SET LOCAL synchronous_commit TO OFF")
+                .execute(conn)
+                .await?;
+            let held: Vec<Held> = manager_events::prepared(
+                "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1) \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Array<Text>, _>(&names)
+            .load(conn)
+            .await?;
+            let mut round = Round {
+                skipped: held.len() < names.len(),
+                ..Round::default()
+            };
+            let Some(from) = held.iter().map(|h| h.position).min() else {
+                return Ok(round);
+            };
+            let events =
+                EventStore::read_all_on(conn, u64::try_from(from).unwrap_or(0), self.batch)
+                    .await?;
+            let mut moved: Vec<(&'static str, i64)> = Vec::new();
+            for projector in &self.projectors {
+                let Some(h) = held.iter().find(|h| h.name == projector.name()) else {
+                    continue;
+                };
+                let at = u64::try_from(h.position).unwrap_or(0);
+                let start = events.partition_point(|e| e.position <= at);
+                let Some(last) = events.last().map(|e| e.position).filter(|_| start < events.len())
+                else {
+                    round.reached.push((projector.name(), at));
+                    continue;
+                };
+                projector.apply(conn, &events[start..]).await?;
+                moved.push((projector.name(), i64::try_from(last).unwrap_or(i64::MAX)));
+                round.reached.push((projector.name(), last));
+                round.applied += events.len() - start;
+                metrics::counter!("projection_events_applied_total", "projector" => projector.name())
+                    .increment((events.len() - start) as u64);
+            }
+            if !moved.is_empty() {
+                let (names, positions): (Vec<&str>, Vec<i64>) = moved.into_iter().unzip();
+                manager_events::prepared(
+                    "UPDATE projection_checkpoints c SET position = m.position, updated_at = now() \
+                     FROM unnest($1::text[], $2::bigint[]) AS m(name, position) WHERE c.name = m.name",
+                )
+                .bind::<Array<Text>, _>(names)
+                .bind::<Array<BigInt>, _>(positions)
+                .execute(conn)
+                .await?;
+            }
+            Ok::<_, ProjectionError>(round)
+        }
+        .await;
+        match result {
+            Ok(round) if round.applied > 0 => {
+                AnsiTransactionManager::commit_transaction(conn).await?;
+                for (name, p) in &round.reached {
+                    metrics::gauge!("projection_position", "projector" => *name).set(*p as f64);
+                }
+                Ok(round)
+            }
+            Ok(round) => {
+                AnsiTransactionManager::rollback_transaction(conn).await?;
+                Ok(round)
+            }
+            Err(e) => {
+                let _ = AnsiTransactionManager::rollback_transaction(conn).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Applies batches until every projector has reached the log's head as it
     /// was when called.
     pub async fn catch_up(&self) -> Result<(), ProjectionError> {
         let head = self.store.head_position().await?;
-        for projector in &self.projectors {
-            loop {
-                let status = self.status_of(projector.name()).await?;
-                if status >= head {
-                    break;
-                }
-                if self.step(projector.as_ref()).await? == 0 {
-                    // Someone else holds it; give them a moment.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+        loop {
+            let round = self.round().await?;
+            let behind = round.reached.len() < self.projectors.len()
+                || round.reached.iter().any(|(_, p)| *p < head);
+            if !behind {
+                return Ok(());
+            }
+            if round.applied == 0 {
+                // Someone else holds a checkpoint; give them a moment.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        Ok(())
     }
 
     /// Runs until `stop` turns true: applies batches as events arrive, woken by
@@ -245,32 +404,24 @@ impl ProjectionRunner {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.store.config().poll_interval_ms.max(1));
         while !*stop.borrow() {
-            let mut busy = false;
-            let mut lowest = u64::MAX;
+            let (busy, skipped, mut reached) = match self.round().await {
+                Ok(round) => (round.applied > 0, round.skipped, round.reached),
+                Err(err) => {
+                    tracing::error!(error = %err, "projection round failed; retrying");
+                    tokio::time::sleep(poll).await;
+                    (false, true, Vec::new())
+                }
+            };
+            // Where the others are: the database only for projectors the
+            // round did not reach (another process held them, or they failed).
             for projector in &self.projectors {
-                let _ = self.take_reached(projector.name());
-                let committed = match self.step(projector.as_ref()).await {
-                    Ok(n) => {
-                        busy |= n > 0;
-                        true
-                    }
-                    Err(err) => {
-                        metrics::counter!("projection_failures_total", "projector" => projector.name()).increment(1);
-                        tracing::error!(projector = projector.name(), error = %err, "projection batch failed; retrying");
-                        tokio::time::sleep(poll).await;
-                        false
-                    }
-                };
-                // Where the step left the checkpoint; the database only when
-                // the step did not say (another process held it, or it failed).
-                let reached = match self.take_reached(projector.name()).filter(|_| committed) {
-                    Some(p) => Some(p),
-                    None => self.status_of(projector.name()).await.ok(),
-                };
-                if let Some(p) = reached {
-                    lowest = lowest.min(p);
+                if !reached.iter().any(|(n, _)| *n == projector.name())
+                    && let Ok(p) = self.status_of(projector.name()).await
+                {
+                    reached.push((projector.name(), p));
                 }
             }
+            let lowest = reached.iter().map(|(_, p)| *p).min().unwrap_or(u64::MAX);
             if lowest != u64::MAX {
                 self.progress.send_if_modified(|p| {
                     let moved = lowest > *p;
@@ -278,11 +429,7 @@ impl ProjectionRunner {
                     moved
                 });
             }
-            if self
-                .skipped
-                .swap(false, std::sync::atomic::Ordering::Relaxed)
-                && !busy
-            {
+            if skipped && !busy {
                 // Another process holds a checkpoint (working through a
                 // backlog, say): notifications would wake us at once, over
                 // and over, so stand by for a poll interval instead.

@@ -123,6 +123,8 @@ async fn the_domains_read_model_follows_the_log() {
 struct Counting {
     fail_once: AtomicBool,
     hang: AtomicBool,
+    /// Fails every batch while set.
+    broken: AtomicBool,
 }
 
 impl Projector for Counting {
@@ -152,7 +154,9 @@ impl Projector for Counting {
             if AtomicBool::load(&self.hang, Ordering::SeqCst) {
                 futures::future::pending::<()>().await;
             }
-            if self.fail_once.swap(false, Ordering::SeqCst) {
+            if self.fail_once.swap(false, Ordering::SeqCst)
+                || AtomicBool::load(&self.broken, Ordering::SeqCst)
+            {
                 return Err(ProjectionError::Other(
                     "crash after applying, before commit".into(),
                 ));
@@ -200,6 +204,7 @@ async fn a_crash_between_apply_and_commit_loses_nothing_and_repeats_nothing() {
     let counting = Arc::new(Counting {
         fail_once: AtomicBool::new(false),
         hang: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
     });
     let runner = ProjectionRunner::new(store.clone(), vec![counting.clone()], 20);
 
@@ -236,11 +241,57 @@ async fn a_crash_between_apply_and_commit_loses_nothing_and_repeats_nothing() {
 }
 
 #[tokio::test]
+async fn a_round_applies_every_projector_at_once_and_a_failing_one_holds_up_no_other() {
+    let (db, store) = counting_setup(0).await;
+    for i in 0..30 {
+        emit(&store, &format!("d{i}"), &[created(&format!("d{i}"))]).await;
+    }
+    let counting = Arc::new(Counting {
+        fail_once: AtomicBool::new(false),
+        hang: AtomicBool::new(false),
+        broken: AtomicBool::new(true),
+    });
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        vec![counting.clone(), Arc::new(DomainsProjector)],
+        100,
+    );
+    // The counting projector fails: the domains still move.
+    let round = runner.round().await.unwrap();
+    assert_eq!(round.applied, 30, "{round:?}");
+    assert!(applied(&db).await.is_empty());
+    assert_eq!(domains(&db).await.len(), 30);
+    let positions: Vec<u64> = runner
+        .status()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.position)
+        .collect();
+    assert_eq!(positions, vec![0, 30]);
+    counting.broken.store(false, Ordering::SeqCst);
+
+    // Mended, the next round brings the one behind up, in one transaction with the
+    // other (which has nothing to do).
+    let round = runner.round().await.unwrap();
+    assert_eq!(round.applied, 30);
+    assert_eq!(round.reached, vec![("counting", 30), ("domains", 30)]);
+    emit(&store, "late", &[created("late")]).await;
+    let round = runner.round().await.unwrap();
+    assert_eq!(round.applied, 2, "one event, applied by both projectors");
+    let rows = applied(&db).await;
+    assert_eq!(rows.len(), 31);
+    assert!(rows.iter().all(|&(_, n)| n == 1), "{rows:?}");
+    assert_eq!(domains(&db).await.len(), 31);
+}
+
+#[tokio::test]
 async fn two_processes_running_one_projector_apply_each_event_once() {
     let (db, store) = counting_setup(200).await;
     let counting = Arc::new(Counting {
         fail_once: AtomicBool::new(false),
         hang: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
     });
     let a = ProjectionRunner::new(store.clone(), vec![counting.clone()], 7);
     let b = ProjectionRunner::new(db.store().await, vec![counting.clone()], 5);

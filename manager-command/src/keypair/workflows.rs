@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Keypair, KeypairCommand};
 use crate::handler::{Tx, Workflow};
 use crate::policy::KeypairPolicy;
+use crate::reservation::Reservation;
 use crate::user::{User, UserCommand};
 
 /// A new access key in the reference's shape: `AKIA` and 16 letters or digits.
@@ -55,6 +56,9 @@ pub struct NewKeypair {
 pub struct CreateKeypair {
     new: NewKeypair,
     sealed_secret_key: String,
+    /// When set, the owner is the user holding this e-mail (looked up in
+    /// the attempt, so the lookup is checked like every other read).
+    owner_email: Option<String>,
 }
 
 impl CreateKeypair {
@@ -81,7 +85,15 @@ impl CreateKeypair {
         Ok(CreateKeypair {
             new,
             sealed_secret_key,
+            owner_email: None,
         })
+    }
+
+    /// Makes the owner the user holding `email` (instead of the prepared
+    /// user UUID).
+    pub fn owned_by_email(mut self, email: String) -> Self {
+        self.owner_email = Some(email);
+        self
     }
 }
 
@@ -90,7 +102,26 @@ impl Workflow for CreateKeypair {
 
     async fn run(&self, tx: &mut Tx<'_>) -> Result<String, Problem> {
         let new = &self.new;
-        let user_stream = crate::user::stream_id(&new.user_uuid);
+        let user_uuid = match &self.owner_email {
+            None => new.user_uuid,
+            Some(email) => {
+                let held = tx
+                    .load::<Reservation>(&manager_events::reservation::stream_id(
+                        "user-email",
+                        email,
+                    ))
+                    .await?;
+                held.holder
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("user:"))
+                    .and_then(|u| u.parse().ok())
+                    .ok_or_else(|| {
+                        Problem::new(ProblemKind::ObjectNotFound("user"))
+                            .msg(format!("no user {email:?}"))
+                    })?
+            }
+        };
+        let user_stream = crate::user::stream_id(&user_uuid);
         let user = tx.load::<User>(&user_stream).await?;
         let owner = user
             .live()
@@ -115,7 +146,7 @@ impl Workflow for CreateKeypair {
             );
         }
         let fields = KeypairFields {
-            user_uuid: new.user_uuid,
+            user_uuid,
             user_email: owner.email.clone(),
             is_active: new.is_active,
             is_admin: new.is_admin,
