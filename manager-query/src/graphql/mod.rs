@@ -9,6 +9,7 @@
 //! the legacy `/admin/graphql` answers the bare `data`, or 400 problem+json
 //! (`graphql-error`) with the errors as `data`.
 
+mod eager;
 mod mutation;
 mod query;
 mod scalars;
@@ -26,6 +27,7 @@ use manager_events::secrets::KeyStore;
 use manager_events::{PgPool, Problem, ProblemKind};
 use serde::Deserialize;
 
+pub use eager::Eager;
 pub use mutation::Mutation;
 pub use query::{KEYPAIR_FIELDS, Query, USER_FIELDS};
 pub use scalars::{BigInt, DateTime, JsonString};

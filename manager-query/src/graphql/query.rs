@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::Context;
 use super::scalars::{BigInt as GqlBigInt, DateTime, JsonString};
 use super::sql::{Conditions, gql_error, page, pool_error};
+use super::Eager;
 use super::types::{
     Domain, Group, KeyPair, KeyPairList, KeyPairResourcePolicy, ProjectResourcePolicy,
     ResourcePreset, ScalingGroup, User, UserGroup, UserInfo, UserList, UserResourcePolicy,
@@ -833,7 +834,7 @@ impl Query {
         group_id: Option<Uuid>,
         is_active: Option<bool>,
         status: Option<String>,
-    ) -> FieldResult<UserList> {
+    ) -> FieldResult<Eager<UserList>> {
         let domain = admin_domain(ctx, domain_name)?;
         let mut conds = Conditions::default();
         // Purged users leave the read model; deleted ones are listed (as the
@@ -879,10 +880,10 @@ impl Query {
             .select("items")
             .is_some_and(|items| items.children().has_child("groups"));
         let items = users_of_rows(&mut conn, rows, with_groups).await?;
-        Ok(UserList {
+        Ok(Eager(UserList {
             items: items.into_iter().map(Some).collect(),
             total_count,
-        })
+        }))
     }
 
     /// A keypair: the caller's when no access key is given. Users see only
@@ -926,7 +927,7 @@ impl Query {
         domain_name: Option<String>,
         email: Option<String>,
         is_active: Option<bool>,
-    ) -> FieldResult<KeyPairList> {
+    ) -> FieldResult<Eager<KeyPairList>> {
         let mut conds = Conditions::default();
         if !ctx.actor.is_domain_admin() {
             conds.bind(
@@ -963,10 +964,10 @@ impl Query {
             .map(|items| KeypairNeeds::of(&items))
             .unwrap_or_default();
         let items = keypairs_of_rows(ctx, conn, rows, needs).await?;
-        Ok(KeyPairList {
+        Ok(Eager(KeyPairList {
             items: items.into_iter().map(Some).collect(),
             total_count,
-        })
+        }))
     }
 
     /// A domain: the caller's when no name is given; others only for
