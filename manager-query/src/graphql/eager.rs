@@ -74,9 +74,11 @@ where
         selection_set: Option<&'a [Selection<S>]>,
         executor: &'a Executor<Self::Context, S>,
     ) -> BoxFuture<'a, ExecutionResult<S>> {
-        Box::pin(std::future::ready(
-            self.0.resolve(info, selection_set, executor),
-        ))
+        Box::pin(std::future::ready(self.0.resolve(
+            info,
+            selection_set,
+            executor,
+        )))
     }
 }
 

@@ -15,7 +15,23 @@ pub struct DateTime(pub chrono::DateTime<chrono::Utc>);
 
 impl DateTime {
     fn iso(&self) -> String {
-        self.0.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+        use chrono::{Datelike, Timelike};
+        let t = &self.0;
+        if !(0..=9999).contains(&t.year()) {
+            return t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string();
+        }
+        // As the format above, without interpreting a format string for
+        // each of the thousands of timestamps a page may hold.
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond() % 1_000_000_000 / 1000
+        )
     }
 
     fn from_input(s: &str) -> Result<Self, Box<str>> {
@@ -150,5 +166,24 @@ mod tests {
         );
         let back: serde_json::Value = JsonString::of(&v).parse("x").unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn timestamps_print_as_the_reference() {
+        use super::DateTime;
+        use chrono::TimeZone;
+        for (secs, nanos) in [
+            (0, 0),
+            (1_700_000_000, 123_456_789),
+            (253_402_300_799, 999_999_999),
+        ] {
+            let t = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
+            assert_eq!(
+                DateTime(t).iso(),
+                t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+            );
+        }
+        let t = chrono::Utc.timestamp_opt(1_700_000_000, 5_000).unwrap();
+        assert_eq!(DateTime(t).iso(), "2023-11-14T22:13:20.000005+00:00");
     }
 }
