@@ -15,7 +15,9 @@
 //! If another writer got there first, the attempt is thrown away and run again
 //! on fresh state, a bounded number of times; then the command fails with 409.
 //! Commands of one process that conflicted on an aggregate then queue for it
-//! (a gate per aggregate, taken only after a first conflict), so a burst of
+//! (a gate per aggregate, taken only after a first conflict; a command about
+//! to write an aggregate whose gate is taken joins that queue instead of
+//! racing it), so a burst of
 //! commands on one hot aggregate — users created concurrently in one domain —
 //! goes through one after the other instead of failing each other; writers
 //! of other processes are out-waited with a jittered, growing pause. With an idempotency key, a command already
@@ -563,6 +565,20 @@ impl CommandHandler {
                 });
             };
             attempt += 1;
+            if gate.is_none()
+                && let Some(queue) = tx
+                    .touched
+                    .iter()
+                    .filter(|t| !t.events.is_empty())
+                    .map(|t| self.gate(&t.stream_id))
+                    .find(|g| g.try_lock().is_err())
+            {
+                // Commands of this process are queued for an aggregate this
+                // one writes: join the queue (behind them, on fresh state)
+                // rather than race the one whose turn it is.
+                gate = Some(Arc::clone(queue).lock_owned().await);
+                continue;
+            }
             match self.store.append(batch).await {
                 Ok(result) => {
                     self.remember_all(&tx, &result);

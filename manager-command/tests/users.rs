@@ -197,3 +197,33 @@ async fn a_burst_of_users_created_in_one_domain_all_succeed() {
         .unwrap();
     assert_eq!(dom.members.len(), 48);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sustained_signups_in_one_domain_all_succeed() {
+    // Eight clients signing users up one after another: those queued for
+    // the domain must not be starved by newcomers deciding on the cache.
+    let (_db, handler) = setup().await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let handler = handler.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let wf = create(
+                    &format!("w{w}u{i}@example.com"),
+                    &format!("w{w}u{i}"),
+                    "default",
+                );
+                handler.transact(&wf, EventMetadata::default()).await?;
+            }
+            Ok::<_, manager_events::Problem>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (dom, _) = handler
+        .load::<Domain>(&domain::stream_id("default"))
+        .await
+        .unwrap();
+    assert_eq!(dom.members.len(), 320);
+}
