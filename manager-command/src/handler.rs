@@ -224,6 +224,24 @@ impl Tx<'_> {
         Ok(state)
     }
 
+    /// Takes a stream that should not exist yet (a freshly generated id) as
+    /// empty without reading it. Only on a first attempt: if it does exist,
+    /// the append's "no stream" check fails, and the next attempt reads it.
+    /// A refusal decided on the presumption is decided again likewise.
+    pub fn presume_new<A: Aggregate>(&mut self, stream_id: &str) {
+        if !self.optimistic || self.touched.iter().any(|t| t.stream_id == stream_id) {
+            return;
+        }
+        self.touched.push(Touched {
+            stream_id: stream_id.to_owned(),
+            stream_type: A::STREAM_TYPE,
+            version: 0,
+            state: Arc::new(A::default()),
+            events: Vec::new(),
+            from_cache: true,
+        });
+    }
+
     /// Decides `command` on the aggregate; its events are appended when the
     /// attempt commits. A refusal is returned as the aggregate's problem.
     pub async fn decide<A: Aggregate>(

@@ -153,6 +153,9 @@ impl Workflow for CreateKeypair {
             resource_policy: new.resource_policy.clone(),
             rate_limit: new.rate_limit,
         };
+        // Access keys are random (or derived from an idempotency key): a
+        // taken one is caught by the append and refused on the next attempt.
+        tx.presume_new::<Keypair>(&stream_id(&new.access_key));
         tx.decide::<Keypair>(
             &stream_id(&new.access_key),
             &KeypairCommand::Create {
