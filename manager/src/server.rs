@@ -181,13 +181,13 @@ pub fn start(
         )
         .with_local_progress(parts.projected),
     );
-    let graphql = web::Data::new(GraphQl {
-        schema: manager_query::graphql::schema(config.api.graphql_introspection),
-        pool: store.pool().clone(),
-        keys: parts.keys,
-        commands: parts.commands,
-        freshness: Arc::clone(&freshness),
-    });
+    let graphql = web::Data::new(GraphQl::new(
+        manager_query::graphql::schema(config.api.graphql_introspection),
+        store.pool().clone(),
+        parts.keys,
+        parts.commands,
+        Arc::clone(&freshness),
+    ));
     let freshness = web::Data::from(freshness);
     let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));
     let api = HttpServer::new(move || {

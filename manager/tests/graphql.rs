@@ -734,3 +734,61 @@ async fn concurrent_mutations_do_not_exhaust_a_small_pool() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_document_sent_again_answers_for_its_own_variables_operation_and_caller() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    // Validated once, then kept: each request still gets its own answer.
+    let doc = "query One($email: String) { user(email: $email) { email role } }
+               query Two { keypair { access_key is_admin } }";
+    let one = |email: &'static str| json!({"query": doc, "operationName": "One", "variables": {"email": email}});
+    let gql_body = |body: Value| {
+        let server = &server;
+        async move {
+            let r = signed_json(
+                server,
+                "POST",
+                "/admin/gql",
+                ADMIN,
+                body.to_string().as_bytes(),
+                &[],
+            )
+            .await;
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    for _ in 0..2 {
+        let admin = gql_body(one("admin@lablup.com")).await;
+        assert_eq!(admin["data"]["user"]["role"], "superadmin", "{admin}");
+        let user = gql_body(one("user@lablup.com")).await;
+        assert_eq!(user["data"]["user"]["email"], "user@lablup.com", "{user}");
+        let two = gql_body(json!({"query": doc, "operationName": "Two"})).await;
+        assert_eq!(two["data"]["keypair"]["access_key"], ADMIN_AK, "{two}");
+        // Without a name, a two-operation document is an error every time.
+        let neither = gql_body(json!({"query": doc})).await;
+        assert!(neither["errors"][0]["message"].is_string(), "{neither}");
+        // Variables are checked on every request.
+        let wrong =
+            gql_body(json!({"query": doc, "operationName": "One", "variables": {"email": 5}}))
+                .await;
+        assert!(wrong["errors"][0]["message"].is_string(), "{wrong}");
+    }
+    // Another caller sending the same document sees only what it may.
+    let mine = gql(
+        &server,
+        USER,
+        "query Two { keypair { access_key is_admin } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(mine["data"]["keypair"]["access_key"], USER_AK, "{mine}");
+    let theirs = gql(
+        &server,
+        USER,
+        "query One($email: String) { user(email: $email) { email role } }",
+        json!({"email": "admin@lablup.com"}),
+    )
+    .await;
+    assert_ne!(theirs["data"]["user"]["role"], "superadmin", "{theirs}");
+}

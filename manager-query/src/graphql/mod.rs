@@ -49,16 +49,104 @@ pub fn schema(introspection: bool) -> Schema {
 
 /// What the GraphQL endpoints share across requests.
 pub struct GraphQl {
-    /// The schema.
-    pub schema: Schema,
+    /// The schema (kept for the life of the process: validated documents
+    /// refer to it).
+    schema: &'static Schema,
     /// The read models.
-    pub pool: PgPool,
+    pool: PgPool,
     /// Opens secret keys when a client selects `secret_key`.
-    pub keys: KeyStore,
+    keys: KeyStore,
     /// Where mutations go.
-    pub commands: Arc<dyn CommandPort>,
+    commands: Arc<dyn CommandPort>,
     /// Waits for the read models after a mutation.
-    pub freshness: Arc<Freshness>,
+    freshness: Arc<Freshness>,
+    /// Documents parsed and validated before.
+    operations: Operations,
+}
+
+impl GraphQl {
+    /// The endpoints' shared state. The schema is kept for the life of the
+    /// process (one per server).
+    pub fn new(
+        schema: Schema,
+        pool: PgPool,
+        keys: KeyStore,
+        commands: Arc<dyn CommandPort>,
+        freshness: Arc<Freshness>,
+    ) -> Self {
+        GraphQl {
+            schema: Box::leak(Box::new(schema)),
+            pool,
+            keys,
+            commands,
+            freshness,
+            operations: Operations::default(),
+        }
+    }
+}
+
+type Operation<'a> = juniper::ValidatedOperation<'a, Query, Mutation, EmptySubscription<Context>>;
+
+/// Distinct documents kept parsed and validated, at most.
+const CACHED_DOCUMENTS: usize = 256;
+/// Documents longer than this are parsed and validated on every request.
+const CACHED_DOCUMENT_BYTES: usize = 16 * 1024;
+
+/// Parsed and validated documents by text and operation name: clients send
+/// the same few documents over and over (the official CLI's are fixed), and
+/// parsing and validating one costs more than executing a small query. The
+/// first [`CACHED_DOCUMENTS`] valid documents of up to
+/// [`CACHED_DOCUMENT_BYTES`] are kept for the life of the process (never
+/// evicted: a kept document is referred to by its validated form).
+#[derive(Default)]
+struct Operations {
+    kept: std::sync::RwLock<
+        std::collections::HashMap<(String, Option<String>), Arc<Operation<'static>>>,
+    >,
+}
+
+/// A document ready to execute: kept, or validated for this request only.
+enum Ready<'a> {
+    Kept(Arc<Operation<'static>>),
+    Once(Operation<'a>),
+}
+
+impl Operations {
+    fn get(&self, document: &str, operation: Option<&str>) -> Option<Arc<Operation<'static>>> {
+        let kept = self.kept.read().ok()?;
+        kept.get(&(document.to_owned(), operation.map(str::to_owned)))
+            .cloned()
+    }
+
+    fn ready<'a>(
+        &self,
+        schema: &'static Schema,
+        document: &'a str,
+        operation: Option<&'a str>,
+    ) -> Result<Ready<'a>, juniper::GraphQLError> {
+        if let Some(op) = self.get(document, operation) {
+            return Ok(Ready::Kept(op));
+        }
+        let once = Operation::new(document, operation, schema)?;
+        let room = document.len() <= CACHED_DOCUMENT_BYTES
+            && self.kept.read().is_ok_and(|k| k.len() < CACHED_DOCUMENTS);
+        if !room {
+            return Ok(Ready::Once(once));
+        }
+        // Valid, and there is room: keep a copy for good.
+        let text: &'static str = Box::leak(document.to_owned().into_boxed_str());
+        let Ok(kept) = Operation::new(text, operation, schema) else {
+            return Ok(Ready::Once(once));
+        };
+        let kept = Arc::new(kept);
+        if let Ok(mut map) = self.kept.write()
+            && map.len() < CACHED_DOCUMENTS
+        {
+            map.entry((document.to_owned(), operation.map(str::to_owned)))
+                .or_insert_with(|| Arc::clone(&kept));
+        }
+        Ok(Ready::Kept(kept))
+    }
 }
 
 /// One request's context.
@@ -161,14 +249,18 @@ async fn run(
         idempotency_key: idempotency_key(req)?,
         mutations: AtomicUsize::new(0),
     };
-    Ok(juniper::execute(
+    let ready = match gql.operations.ready(
+        gql.schema,
         &request.query,
         request.operation_name.as_deref(),
-        &gql.schema,
-        &variables,
-        &ctx,
-    )
-    .await)
+    ) {
+        Ok(ready) => ready,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match &ready {
+        Ready::Kept(op) => op.execute(&variables, &ctx).await,
+        Ready::Once(op) => op.execute(&variables, &ctx).await,
+    })
 }
 
 /// `POST /admin/gql`: the standard GraphQL envelope, always 200.
