@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::user::UserRole;
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthContext {
     /// The keypair that signed the request.
     pub access_key: String,

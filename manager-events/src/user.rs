@@ -13,7 +13,7 @@ pub fn stream_id(uuid: &Uuid) -> String {
 }
 
 /// A user's global role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UserRole {
     /// Administers the whole cluster.

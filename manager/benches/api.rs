@@ -9,6 +9,9 @@
 //! 2. signed `GET /auth/role`;
 //! 3. GraphQL `user_list` (limit 50 of 1,000 users, the official CLI's
 //!    document);
+//!    The log does not move during it, so responses are kept (see the
+//!    operator guide); `gql-uncached` runs the same list against a second
+//!    manager started with `api.graphql_cache_entries = 0`;
 //! 4. `create_keypair` mutations, spread over the 1,000 users.
 //!
 //! The last line is one JSON object with `signed_get_rps`,
@@ -74,7 +77,12 @@ fn run_prefix() -> &'static str {
 }
 
 fn start(db_url: &str) -> Server {
+    start_with(db_url, &[])
+}
+
+fn start_with(db_url: &str, env: &[(&str, &str)]) -> Server {
     let mut child = manager(db_url)
+        .envs(env.iter().copied())
         .arg("start-server")
         .stdout(Stdio::piped())
         .spawn()
@@ -377,6 +385,30 @@ async fn run() {
     } else {
         skipped()
     };
+    // The same list from a second manager that keeps no responses: what a
+    // page costs when the log moves between requests.
+    let uncached = if runs("gql-uncached") {
+        let other = start_with(&db_url, &[("MANAGER_API__GRAPHQL_CACHE_ENTRIES", "0")]);
+        let (c, h) = (client.clone(), other.host.clone());
+        let list_body = json!({"query": USER_LIST, "variables": {"status": null, "group_id": null, "filter": null, "order": null, "limit": 50, "offset": 0}});
+        let measured = phase(
+            "gql user_list, uncached",
+            connections,
+            seconds,
+            &client,
+            move |_, i| {
+                let mut body = list_body.clone();
+                body["variables"]["offset"] = json!((i % 20) * 50);
+                request(&c, &h, "POST", "/admin/gql", Some(&body), true)
+            },
+            |t| t.contains("total_count") && !t.contains("\"errors\""),
+        )
+        .await;
+        drop(other);
+        measured
+    } else {
+        skipped()
+    };
     let (c, h) = (client.clone(), host.clone());
     let command = if runs("command") {
         phase(
@@ -408,10 +440,12 @@ async fn run() {
         "gql_list_rps": round(list.rps),
         "gql_list_p99_ms": round(list.p99_ms),
         "gql_list_vs_baseline": round(list.rps / baseline.rps),
+        "gql_list_uncached_rps": round(uncached.rps),
+        "gql_list_uncached_p99_ms": round(uncached.p99_ms),
         "command_rps": round(command.rps),
         "command_p99_ms": round(command.p99_ms),
         "command_vs_baseline": round(command.rps / baseline.rps),
-        "errors": signed.errors + list.errors + command.errors,
+        "errors": signed.errors + list.errors + uncached.errors + command.errors,
     });
     println!("{summary}");
 }

@@ -123,6 +123,10 @@ pub struct ApiConfig {
     /// keypair or user stops authenticating at most this long after the read
     /// models show it. Default 1000. Env `MANAGER_API__AUTH_CACHE_TTL_MS`.
     pub auth_cache_ttl_ms: u64,
+    /// GraphQL query responses kept while the read models stand still (no
+    /// event appended since, every projector at the log's head); 0 keeps
+    /// none. Default 1024. Env `MANAGER_API__GRAPHQL_CACHE_ENTRIES`.
+    pub graphql_cache_entries: usize,
 }
 
 impl Default for ApiConfig {
@@ -135,6 +139,7 @@ impl Default for ApiConfig {
             graphql_introspection: false,
             read_your_writes_timeout_ms: 2000,
             auth_cache_ttl_ms: 1000,
+            graphql_cache_entries: 1024,
         }
     }
 }

@@ -187,6 +187,13 @@ pub fn start(
         parts.keys,
         parts.commands,
         Arc::clone(&freshness),
+        manager_query::graphql::ResponseCache::new(
+            manager_projections::all()
+                .iter()
+                .map(|p| p.name())
+                .collect(),
+            config.api.graphql_cache_entries,
+        ),
     ));
     let freshness = web::Data::from(freshness);
     let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));

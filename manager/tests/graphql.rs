@@ -792,3 +792,81 @@ async fn a_document_sent_again_answers_for_its_own_variables_operation_and_calle
     .await;
     assert_ne!(theirs["data"]["user"]["role"], "superadmin", "{theirs}");
 }
+
+#[tokio::test]
+async fn query_responses_are_kept_until_the_log_moves_and_only_for_their_caller() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let body = json!({"query": "{ user_list(limit: 10, offset: 0, filter: \"email == \\\"user@lablup.com\\\"\") { items { email full_name } total_count } }"}).to_string();
+    let send = |keypair: (&'static str, &'static str), body: String| {
+        let server = &server;
+        async move {
+            let r = signed_json(server, "POST", "/admin/gql", keypair, body.as_bytes(), &[]).await;
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let kept = || {
+        let metrics = server.metrics.clone();
+        async move {
+            let text = reqwest::get(format!("{metrics}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("graphql_cached_responses "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let first = send(ADMIN, body.clone()).await;
+    let name = first["data"]["user_list"]["items"][0]["full_name"].clone();
+    // Kept once the projectors stand at the log's head.
+    for _ in 0..100 {
+        if kept().await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        send(ADMIN, body.clone()).await;
+    }
+    assert!(kept().await >= 1.0, "nothing was kept");
+
+    // Changed behind the log's back (no event): the kept answer still comes
+    // back for the same body — and a fresh one for any other body or caller.
+    db.connection()
+        .await
+        .batch_execute(
+            "UPDATE users SET full_name = 'behind the back' WHERE email = 'user@lablup.com'",
+        )
+        .await
+        .unwrap();
+    let again = send(ADMIN, body.clone()).await;
+    assert_eq!(
+        again["data"]["user_list"]["items"][0]["full_name"], name,
+        "{again}"
+    );
+    let spaced = send(ADMIN, format!("{body} ")).await;
+    assert_eq!(
+        spaced["data"]["user_list"]["items"][0]["full_name"], "behind the back",
+        "{spaced}"
+    );
+    let theirs = send(USER, body.clone()).await;
+    assert_ne!(theirs, first, "another caller got the admin's kept answer");
+
+    // Any append retires what was kept.
+    let made = gql(
+        &server,
+        ADMIN,
+        "mutation { create_domain(name: \"moved\", props: {}) { ok msg } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(made["data"]["create_domain"]["ok"], true, "{made}");
+    let after = send(ADMIN, body.clone()).await;
+    assert_eq!(
+        after["data"]["user_list"]["items"][0]["full_name"], "behind the back",
+        "{after}"
+    );
+}

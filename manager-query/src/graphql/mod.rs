@@ -9,6 +9,7 @@
 //! the legacy `/admin/graphql` answers the bare `data`, or 400 problem+json
 //! (`graphql-error`) with the errors as `data`.
 
+mod cache;
 mod eager;
 mod mutation;
 mod query;
@@ -27,6 +28,7 @@ use manager_events::secrets::KeyStore;
 use manager_events::{PgPool, Problem, ProblemKind};
 use serde::Deserialize;
 
+pub use cache::ResponseCache;
 pub use eager::Eager;
 pub use mutation::Mutation;
 pub use query::{KEYPAIR_FIELDS, Query, USER_FIELDS};
@@ -62,6 +64,8 @@ pub struct GraphQl {
     freshness: Arc<Freshness>,
     /// Documents parsed and validated before.
     operations: Operations,
+    /// Query responses kept while the read models stand still.
+    cache: ResponseCache,
 }
 
 impl GraphQl {
@@ -73,6 +77,7 @@ impl GraphQl {
         keys: KeyStore,
         commands: Arc<dyn CommandPort>,
         freshness: Arc<Freshness>,
+        cache: ResponseCache,
     ) -> Self {
         GraphQl {
             schema: Box::leak(Box::new(schema)),
@@ -81,11 +86,15 @@ impl GraphQl {
             commands,
             freshness,
             operations: Operations::default(),
+            cache,
         }
     }
 }
 
 type Operation<'a> = juniper::ValidatedOperation<'a, Query, Mutation, EmptySubscription<Context>>;
+
+/// Validated documents by text and operation name.
+type KeptOperations = std::collections::HashMap<(String, Option<String>), Arc<Operation<'static>>>;
 
 /// Distinct documents kept parsed and validated, at most.
 const CACHED_DOCUMENTS: usize = 256;
@@ -100,15 +109,13 @@ const CACHED_DOCUMENT_BYTES: usize = 16 * 1024;
 /// evicted: a kept document is referred to by its validated form).
 #[derive(Default)]
 struct Operations {
-    kept: std::sync::RwLock<
-        std::collections::HashMap<(String, Option<String>), Arc<Operation<'static>>>,
-    >,
+    kept: std::sync::RwLock<KeptOperations>,
 }
 
 /// A document ready to execute: kept, or validated for this request only.
 enum Ready<'a> {
     Kept(Arc<Operation<'static>>),
-    Once(Operation<'a>),
+    Once(Box<Operation<'a>>),
 }
 
 impl Operations {
@@ -131,12 +138,12 @@ impl Operations {
         let room = document.len() <= CACHED_DOCUMENT_BYTES
             && self.kept.read().is_ok_and(|k| k.len() < CACHED_DOCUMENTS);
         if !room {
-            return Ok(Ready::Once(once));
+            return Ok(Ready::Once(Box::new(once)));
         }
         // Valid, and there is room: keep a copy for good.
         let text: &'static str = Box::leak(document.to_owned().into_boxed_str());
         let Ok(kept) = Operation::new(text, operation, schema) else {
-            return Ok(Ready::Once(once));
+            return Ok(Ready::Once(Box::new(once)));
         };
         let kept = Arc::new(kept);
         if let Ok(mut map) = self.kept.write()
@@ -221,12 +228,13 @@ type Outcome = Result<
     juniper::GraphQLError,
 >;
 
+/// Runs a request; the flag says whether it was a query (which may be kept).
 async fn run(
     gql: &GraphQl,
     actor: AuthContext,
     req: &HttpRequest,
     body: &[u8],
-) -> Result<Outcome, Problem> {
+) -> Result<(Outcome, bool), Problem> {
     let request: Request = serde_json::from_slice(body).map_err(|e| {
         Problem::new(ProblemKind::InvalidApiParams)
             .msg(format!("Malformed GraphQL request body: {e}"))
@@ -255,12 +263,40 @@ async fn run(
         request.operation_name.as_deref(),
     ) {
         Ok(ready) => ready,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok((Err(e), false)),
     };
     Ok(match &ready {
-        Ready::Kept(op) => op.execute(&variables, &ctx).await,
-        Ready::Once(op) => op.execute(&variables, &ctx).await,
+        Ready::Kept(op) => (
+            op.execute(&variables, &ctx).await,
+            op.operation_type() == juniper::OperationType::Query,
+        ),
+        Ready::Once(op) => (
+            op.execute(&variables, &ctx).await,
+            op.operation_type() == juniper::OperationType::Query,
+        ),
     })
+}
+
+/// The kept response for this request, or the version to keep it under.
+async fn cached(
+    gql: &GraphQl,
+    legacy: bool,
+    actor: &AuthContext,
+    body: &[u8],
+) -> Result<HttpResponse, Option<(cache::Version, cache::Key)>> {
+    if !gql.cache.enabled() {
+        return Err(None);
+    }
+    let Some(version) = gql.cache.version(&gql.pool).await else {
+        return Err(None);
+    };
+    let key = cache::Key::new(legacy, actor, body);
+    match gql.cache.get(version, &key) {
+        Some(hit) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(hit)),
+        None => Err(Some((version, key))),
+    }
 }
 
 /// `POST /admin/gql`: the standard GraphQL envelope, always 200.
@@ -273,7 +309,13 @@ pub async fn gql(
     // Serialised straight from juniper's values: clients (the official CLI
     // among them) rely on the fields coming back in the order selected, which
     // a detour through `serde_json::Value` (a sorted map) would lose.
-    let body = match run(&gql, actor, &req, &body).await? {
+    let keep = match cached(&gql, false, &actor, &body).await {
+        Ok(hit) => return Ok(hit),
+        Err(keep) => keep,
+    };
+    let (outcome, query) = run(&gql, actor, &req, &body).await?;
+    let clean = query && matches!(&outcome, Ok((_, errors)) if errors.is_empty());
+    let body = match outcome {
         Ok((data, errors)) => serde_json::to_vec(&Envelope {
             data: Some(&data),
             errors: (!errors.is_empty()).then_some(&errors),
@@ -286,6 +328,10 @@ pub async fn gql(
         }),
     }
     .map_err(|e| Problem::new(ProblemKind::InternalServerError).msg(e.to_string()))?;
+    let body = web::Bytes::from(body);
+    if clean && let Some((version, key)) = keep {
+        gql.cache.put(version, key, body.clone());
+    }
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
@@ -308,10 +354,19 @@ pub async fn graphql_legacy(
     body: web::Bytes,
     gql: web::Data<GraphQl>,
 ) -> Result<HttpResponse, Problem> {
-    let errors = match run(&gql, actor, &req, &body).await? {
+    let keep = match cached(&gql, true, &actor, &body).await {
+        Ok(hit) => return Ok(hit),
+        Err(keep) => keep,
+    };
+    let (outcome, query) = run(&gql, actor, &req, &body).await?;
+    let errors = match outcome {
         Ok((data, errors)) if errors.is_empty() => {
             let body = serde_json::to_vec(&data)
                 .map_err(|e| Problem::new(ProblemKind::InternalServerError).msg(e.to_string()))?;
+            let body = web::Bytes::from(body);
+            if query && let Some((version, key)) = keep {
+                gql.cache.put(version, key, body.clone());
+            }
             return Ok(HttpResponse::Ok()
                 .content_type("application/json")
                 .body(body));
