@@ -228,13 +228,34 @@ type Outcome = Result<
     juniper::GraphQLError,
 >;
 
-/// Runs a request; the flag says whether it was a query (which may be kept).
+/// What became of a request.
+enum Ran {
+    /// A kept response (see [`ResponseCache`]).
+    Kept(web::Bytes),
+    /// Executed; a query's clean response may be kept under `keep`.
+    Done {
+        outcome: Box<Outcome>,
+        keep: Option<(cache::Version, cache::Key)>,
+    },
+}
+
+impl Ready<'_> {
+    fn is_query(&self) -> bool {
+        let kind = match self {
+            Ready::Kept(op) => op.operation_type(),
+            Ready::Once(op) => op.operation_type(),
+        };
+        kind == juniper::OperationType::Query
+    }
+}
+
 async fn run(
     gql: &GraphQl,
     actor: AuthContext,
     req: &HttpRequest,
     body: &[u8],
-) -> Result<(Outcome, bool), Problem> {
+    legacy: bool,
+) -> Result<Ran, Problem> {
     let request: Request = serde_json::from_slice(body).map_err(|e| {
         Problem::new(ProblemKind::InvalidApiParams)
             .msg(format!("Malformed GraphQL request body: {e}"))
@@ -248,32 +269,45 @@ async fn run(
                 Problem::new(ProblemKind::InvalidApiParams).msg("variables must be a JSON object")
             })?,
     };
-    let ctx = Context {
-        pool: gql.pool.clone(),
-        keys: gql.keys.clone(),
-        actor,
-        commands: Arc::clone(&gql.commands),
-        freshness: Arc::clone(&gql.freshness),
-        idempotency_key: idempotency_key(req)?,
-        mutations: AtomicUsize::new(0),
-    };
+    let idempotency_key = idempotency_key(req)?;
     let ready = match gql.operations.ready(
         gql.schema,
         &request.query,
         request.operation_name.as_deref(),
     ) {
         Ok(ready) => ready,
-        Err(e) => return Ok((Err(e), false)),
+        Err(e) => {
+            return Ok(Ran::Done {
+                outcome: Box::new(Err(e)),
+                keep: None,
+            });
+        }
     };
-    Ok(match &ready {
-        Ready::Kept(op) => (
-            op.execute(&variables, &ctx).await,
-            op.operation_type() == juniper::OperationType::Query,
-        ),
-        Ready::Once(op) => (
-            op.execute(&variables, &ctx).await,
-            op.operation_type() == juniper::OperationType::Query,
-        ),
+    // Only queries are kept; mutations never pay for the version check.
+    let keep = if ready.is_query() {
+        match cached(gql, legacy, &actor, body).await {
+            Ok(hit) => return Ok(Ran::Kept(hit)),
+            Err(keep) => keep,
+        }
+    } else {
+        None
+    };
+    let ctx = Context {
+        pool: gql.pool.clone(),
+        keys: gql.keys.clone(),
+        actor,
+        commands: Arc::clone(&gql.commands),
+        freshness: Arc::clone(&gql.freshness),
+        idempotency_key,
+        mutations: AtomicUsize::new(0),
+    };
+    let outcome = match &ready {
+        Ready::Kept(op) => op.execute(&variables, &ctx).await,
+        Ready::Once(op) => op.execute(&variables, &ctx).await,
+    };
+    Ok(Ran::Done {
+        outcome: Box::new(outcome),
+        keep,
     })
 }
 
@@ -283,7 +317,7 @@ async fn cached(
     legacy: bool,
     actor: &AuthContext,
     body: &[u8],
-) -> Result<HttpResponse, Option<(cache::Version, cache::Key)>> {
+) -> Result<web::Bytes, Option<(cache::Version, cache::Key)>> {
     if !gql.cache.enabled() {
         return Err(None);
     }
@@ -292,11 +326,15 @@ async fn cached(
     };
     let key = cache::Key::new(legacy, actor, body);
     match gql.cache.get(version, &key) {
-        Some(hit) => Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(hit)),
+        Some(hit) => Ok(hit),
         None => Err(Some((version, key))),
     }
+}
+
+fn json_response(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 /// `POST /admin/gql`: the standard GraphQL envelope, always 200.
@@ -309,12 +347,11 @@ pub async fn gql(
     // Serialised straight from juniper's values: clients (the official CLI
     // among them) rely on the fields coming back in the order selected, which
     // a detour through `serde_json::Value` (a sorted map) would lose.
-    let keep = match cached(&gql, false, &actor, &body).await {
-        Ok(hit) => return Ok(hit),
-        Err(keep) => keep,
+    let (outcome, keep) = match run(&gql, actor, &req, &body, false).await? {
+        Ran::Kept(hit) => return Ok(json_response(hit)),
+        Ran::Done { outcome, keep } => (*outcome, keep),
     };
-    let (outcome, query) = run(&gql, actor, &req, &body).await?;
-    let clean = query && matches!(&outcome, Ok((_, errors)) if errors.is_empty());
+    let clean = matches!(&outcome, Ok((_, errors)) if errors.is_empty());
     let body = match outcome {
         Ok((data, errors)) => serde_json::to_vec(&Envelope {
             data: Some(&data),
@@ -332,9 +369,7 @@ pub async fn gql(
     if clean && let Some((version, key)) = keep {
         gql.cache.put(version, key, body.clone());
     }
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_response(body))
 }
 
 /// The `/admin/gql` response body.
@@ -354,22 +389,19 @@ pub async fn graphql_legacy(
     body: web::Bytes,
     gql: web::Data<GraphQl>,
 ) -> Result<HttpResponse, Problem> {
-    let keep = match cached(&gql, true, &actor, &body).await {
-        Ok(hit) => return Ok(hit),
-        Err(keep) => keep,
+    let (outcome, keep) = match run(&gql, actor, &req, &body, true).await? {
+        Ran::Kept(hit) => return Ok(json_response(hit)),
+        Ran::Done { outcome, keep } => (*outcome, keep),
     };
-    let (outcome, query) = run(&gql, actor, &req, &body).await?;
     let errors = match outcome {
         Ok((data, errors)) if errors.is_empty() => {
             let body = serde_json::to_vec(&data)
                 .map_err(|e| Problem::new(ProblemKind::InternalServerError).msg(e.to_string()))?;
             let body = web::Bytes::from(body);
-            if query && let Some((version, key)) = keep {
+            if let Some((version, key)) = keep {
                 gql.cache.put(version, key, body.clone());
             }
-            return Ok(HttpResponse::Ok()
-                .content_type("application/json")
-                .body(body));
+            return Ok(json_response(body));
         }
         Ok((_, errors)) => serde_json::to_value(errors),
         Err(err) => serde_json::to_value(err),
