@@ -803,3 +803,78 @@ async fn the_resource_presets_read_model_follows_the_log() {
         ]
     );
 }
+
+#[tokio::test]
+async fn keypairs_created_changed_and_deleted_in_one_batch_project_in_order() {
+    use manager_events::keypair::{self as kp, KeypairEvent, KeypairFields, KeypairPatch};
+    use manager_projections::keypairs::KeypairsProjector;
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let emit_kp = |ak: &'static str, event: KeypairEvent| {
+        let store = store.clone();
+        async move {
+            let (t, p) = encode(&event).unwrap();
+            store
+                .append(AppendBatch::single(
+                    kp::stream_id(ak),
+                    kp::STREAM_TYPE,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new(t, p)],
+                ))
+                .await
+                .unwrap();
+        }
+    };
+    let created = |ak: &str| KeypairEvent::KeypairCreated {
+        access_key: ak.into(),
+        fields: KeypairFields {
+            user_uuid: uuid::Uuid::nil(),
+            user_email: "u@example.com".into(),
+            is_active: true,
+            is_admin: false,
+            resource_policy: "default".into(),
+            rate_limit: 100,
+        },
+        sealed_secret_key: "sealed".into(),
+    };
+    emit_kp("AKIA1", created("AKIA1")).await;
+    emit_kp("AKIA2", created("AKIA2")).await;
+    emit_kp(
+        "AKIA2",
+        KeypairEvent::KeypairModified(KeypairPatch {
+            rate_limit: Some(7),
+            ..Default::default()
+        }),
+    )
+    .await;
+    emit_kp("AKIA3", created("AKIA3")).await;
+    emit_kp("AKIA3", KeypairEvent::KeypairDeleted).await;
+    emit_kp("AKIA4", created("AKIA4")).await;
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(KeypairsProjector)], 100);
+    let round = runner.round().await.unwrap();
+    assert_eq!(round.applied, 6);
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        access_key: String,
+        #[diesel(sql_type = BigInt)]
+        rate_limit: i64,
+        #[diesel(sql_type = BigInt)]
+        position: i64,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT access_key, rate_limit, position FROM keypairs ORDER BY access_key",
+    )
+    .load(&mut db.connection().await)
+    .await
+    .unwrap();
+    let got: Vec<(&str, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.access_key.as_str(), r.rate_limit, r.position))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("AKIA1", 100, 1), ("AKIA2", 7, 3), ("AKIA4", 100, 6)]
+    );
+}
