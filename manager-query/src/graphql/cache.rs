@@ -80,6 +80,11 @@ impl ResponseCache {
     /// A cache of at most `max_entries` responses (0 disables it), valid
     /// while every one of `projectors` has reached the log's head.
     pub fn new(projectors: Vec<&'static str>, max_entries: usize) -> Self {
+        metrics::describe_gauge!(
+            "graphql_cached_responses",
+            "GraphQL query responses kept while the read models stand still."
+        );
+        metrics::gauge!("graphql_cached_responses").set(0.0);
         ResponseCache {
             projectors,
             max_entries,
