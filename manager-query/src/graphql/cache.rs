@@ -13,6 +13,11 @@
 //! responses with errors and responses over [`MAX_RESPONSE_BYTES`] are never
 //! kept. Under a steady stream of writes the projections are seldom all at
 //! the head, and the cache simply stays empty.
+//!
+//! This holds only while every query field is read from the read models.
+//! A field computed from anything else — Redis (live usage counters), the
+//! clock, an agent — must keep its responses out of the cache (or fold that
+//! source's version into [`Version`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
