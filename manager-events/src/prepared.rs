@@ -7,10 +7,10 @@
 //! load into `QueryableByName` rows) but lets the connection keep it as a
 //! prepared statement keyed by its text.
 //!
-//! Use it only for SQL whose text is fixed (or drawn from a small fixed
-//! set): every distinct text becomes a statement kept for the life of the
-//! connection. Text assembled from client input — filters, orders — stays
-//! with `sql_query`.
+//! Keep it for SQL whose text is fixed (or drawn from a small fixed set):
+//! every distinct text becomes a statement kept for the life of the
+//! connection. Text assembled from client input — filters, orders — is run
+//! with [`Prepared::cache`]`(false)`, planned anew like `sql_query`.
 //!
 //! Placeholders are `$1`, `$2`, …; one may appear several times and in any
 //! order. (`$` followed by a digit inside a quoted literal is left alone.)
@@ -29,6 +29,7 @@ pub struct Prepared<'q> {
     sql: Cow<'static, str>,
     segments: Vec<Segment>,
     binds: Vec<Box<dyn BindValue + Send + 'q>>,
+    cache: bool,
 }
 
 impl std::fmt::Debug for Prepared<'_> {
@@ -57,6 +58,7 @@ pub fn prepared<'q>(sql: impl Into<Cow<'static, str>>) -> Prepared<'q> {
         sql,
         segments,
         binds: Vec::new(),
+        cache: true,
     }
 }
 
@@ -98,6 +100,13 @@ fn split(sql: &str) -> Vec<Segment> {
 }
 
 impl<'q> Prepared<'q> {
+    /// Whether the connection may keep the statement (default: yes). Pass
+    /// `false` for text whose shapes are unbounded.
+    pub fn cache(mut self, cache: bool) -> Self {
+        self.cache = cache;
+        self
+    }
+
     /// Binds the next placeholder (`$1` first) to `value` as SQL type `ST`.
     pub fn bind<ST, V>(mut self, value: V) -> Self
     where
@@ -134,6 +143,9 @@ where
 
 impl QueryFragment<Pg> for Prepared<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        if !self.cache {
+            out.unsafe_to_cache_prepared();
+        }
         for segment in &self.segments {
             match *segment {
                 Segment::Text(from, to) => out.push_sql(&self.sql[from..to]),

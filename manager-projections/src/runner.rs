@@ -137,6 +137,17 @@ impl ProjectionRunner {
         }
     }
 
+    async fn connection(
+        &self,
+    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, ProjectionError>
+    {
+        self.store
+            .pool()
+            .get()
+            .await
+            .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))
+    }
+
     fn note_reached(&self, name: &'static str, position: u64) {
         if let Ok(mut reached) = self.reached.lock() {
             reached.insert(name, position);
@@ -159,12 +170,7 @@ impl ProjectionRunner {
     /// applied: 0 when the projector is caught up, or when another process
     /// holds its checkpoint right now.
     pub async fn step(&self, projector: &dyn Projector) -> Result<usize, ProjectionError> {
-        let mut conn = self
-            .store
-            .pool()
-            .get()
-            .await
-            .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))?;
+        let mut conn = self.connection().await?;
         let conn: &mut AsyncPgConnection = &mut conn;
         AnsiTransactionManager::begin_transaction(conn).await?;
         // Read models can always be rebuilt from the log, and the checkpoint
@@ -283,12 +289,7 @@ impl ProjectionRunner {
     }
 
     async fn round_at_once(&self) -> Result<Round, ProjectionError> {
-        let mut conn = self
-            .store
-            .pool()
-            .get()
-            .await
-            .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))?;
+        let mut conn = self.connection().await?;
         let conn: &mut AsyncPgConnection = &mut conn;
         let names: Vec<&'static str> = self.projectors.iter().map(|p| p.name()).collect();
         if !std::sync::atomic::AtomicBool::load(
@@ -447,12 +448,7 @@ impl ProjectionRunner {
     }
 
     async fn status_of(&self, name: &str) -> Result<u64, ProjectionError> {
-        let mut conn = self
-            .store
-            .pool()
-            .get()
-            .await
-            .map_err(|e| ProjectionError::Store(EventStoreError::Pool(e.to_string())))?;
+        let mut conn = self.connection().await?;
         let row: Option<Checkpoint> =
             manager_events::prepared("SELECT position FROM projection_checkpoints WHERE name = $1")
                 .bind::<Text, _>(name)

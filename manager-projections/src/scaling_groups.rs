@@ -74,9 +74,7 @@ async fn associate(
             "DELETE FROM sgroups_for_groups WHERE scaling_group = $1 AND \"group\" = $2"
         }
     };
-    let query = diesel::sql_query(sql)
-        .into_boxed()
-        .bind::<Text, _>(name.to_owned());
+    let query = manager_events::prepared(sql).bind::<Text, _>(name.to_owned());
     let query = match target {
         Domain(d) | Keypair(d) => query.bind::<Text, _>(d.clone()),
         Project(p) => query.bind::<SqlUuid, _>(*p),

@@ -31,11 +31,11 @@ struct Email {
 async fn query(db: &TestDb, filter: &str, order: &str) -> Vec<String> {
     let f = filter_sql(&parse_filter(filter).unwrap(), &USER_FIELDS, 1).unwrap();
     let o = order_sql(&parse_order(order).unwrap(), &USER_FIELDS).unwrap();
-    let q = diesel::sql_query(format!(
+    let q = manager_events::prepared(format!(
         "SELECT email FROM users WHERE {} ORDER BY {o}",
         f.sql
     ))
-    .into_boxed();
+    .cache(false);
     let rows: Vec<Email> = f.bind(q).load(&mut db.connection().await).await.unwrap();
     rows.into_iter().map(|r| r.email).collect()
 }

@@ -221,6 +221,31 @@ where
     result
 }
 
+/// The CLI's `user_list` document, 50 a page, offsets cycling over the users.
+async fn user_list_phase(
+    name: &str,
+    connections: usize,
+    seconds: u64,
+    client: &reqwest::Client,
+    host: &str,
+) -> Phase {
+    let (c, h) = (client.clone(), host.to_owned());
+    let list_body = json!({"query": USER_LIST, "variables": {"status": null, "group_id": null, "filter": null, "order": null, "limit": 50, "offset": 0}});
+    phase(
+        name,
+        connections,
+        seconds,
+        client,
+        move |_, i| {
+            let mut body = list_body.clone();
+            body["variables"]["offset"] = json!((i % 20) * 50);
+            request(&c, &h, "POST", "/admin/gql", Some(&body), true)
+        },
+        |t| t.contains("total_count") && !t.contains("\"errors\""),
+    )
+    .await
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -366,22 +391,8 @@ async fn run() {
     } else {
         skipped()
     };
-    let (c, h) = (client.clone(), host.clone());
-    let list_body = json!({"query": USER_LIST, "variables": {"status": null, "group_id": null, "filter": null, "order": null, "limit": 50, "offset": 0}});
     let list = if runs("gql") {
-        phase(
-            "gql user_list (50)",
-            connections,
-            seconds,
-            &client,
-            move |_, i| {
-                let mut body = list_body.clone();
-                body["variables"]["offset"] = json!((i % 20) * 50);
-                request(&c, &h, "POST", "/admin/gql", Some(&body), true)
-            },
-            |t| t.contains("total_count") && !t.contains("\"errors\""),
-        )
-        .await
+        user_list_phase("gql user_list (50)", connections, seconds, &client, &host).await
     } else {
         skipped()
     };
@@ -389,19 +400,12 @@ async fn run() {
     // page costs when the log moves between requests.
     let uncached = if runs("gql-uncached") {
         let other = start_with(&db_url, &[("MANAGER_API__GRAPHQL_CACHE_ENTRIES", "0")]);
-        let (c, h) = (client.clone(), other.host.clone());
-        let list_body = json!({"query": USER_LIST, "variables": {"status": null, "group_id": null, "filter": null, "order": null, "limit": 50, "offset": 0}});
-        let measured = phase(
+        let measured = user_list_phase(
             "gql user_list, uncached",
             connections,
             seconds,
             &client,
-            move |_, i| {
-                let mut body = list_body.clone();
-                body["variables"]["offset"] = json!((i % 20) * 50);
-                request(&c, &h, "POST", "/admin/gql", Some(&body), true)
-            },
-            |t| t.contains("total_count") && !t.contains("\"errors\""),
+            &other.host,
         )
         .await;
         drop(other);

@@ -93,8 +93,10 @@ impl GraphQl {
 
 type Operation<'a> = juniper::ValidatedOperation<'a, Query, Mutation, EmptySubscription<Context>>;
 
-/// Validated documents by text and operation name.
-type KeptOperations = std::collections::HashMap<(String, Option<String>), Arc<Operation<'static>>>;
+/// Validated documents by text, then by operation name (looked up without
+/// copying the request's text).
+type KeptOperations =
+    std::collections::HashMap<String, Vec<(Option<String>, Arc<Operation<'static>>)>>;
 
 /// Distinct documents kept parsed and validated, at most.
 const CACHED_DOCUMENTS: usize = 256;
@@ -121,8 +123,10 @@ enum Ready<'a> {
 impl Operations {
     fn get(&self, document: &str, operation: Option<&str>) -> Option<Arc<Operation<'static>>> {
         let kept = self.kept.read().ok()?;
-        kept.get(&(document.to_owned(), operation.map(str::to_owned)))
-            .cloned()
+        kept.get(document)?
+            .iter()
+            .find(|(name, _)| name.as_deref() == operation)
+            .map(|(_, op)| Arc::clone(op))
     }
 
     fn ready<'a>(
@@ -149,8 +153,10 @@ impl Operations {
         if let Ok(mut map) = self.kept.write()
             && map.len() < CACHED_DOCUMENTS
         {
-            map.entry((document.to_owned(), operation.map(str::to_owned)))
-                .or_insert_with(|| Arc::clone(&kept));
+            let ops = map.entry(document.to_owned()).or_default();
+            if !ops.iter().any(|(name, _)| name.as_deref() == operation) {
+                ops.push((operation.map(str::to_owned), Arc::clone(&kept)));
+            }
         }
         Ok(Ready::Kept(kept))
     }

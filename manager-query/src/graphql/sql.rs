@@ -79,21 +79,13 @@ impl Conditions {
     {
         use diesel_async::RunQueryDsl;
         let sql = format!("SELECT {select} FROM {from}{}{tail}", self.where_clause());
-        let params = SqlFragment {
+        SqlFragment {
             sql: String::new(),
             params: self.params,
-        };
-        if self.from_client {
-            params
-                .bind(diesel::sql_query(sql).into_boxed())
-                .load(conn)
-                .await
-        } else {
-            params
-                .bind_prepared(manager_events::prepared(sql))
-                .load(conn)
-                .await
         }
+        .bind(manager_events::prepared(sql).cache(!self.from_client))
+        .load(conn)
+        .await
         .map_err(db_error)
     }
 }
@@ -152,18 +144,11 @@ where
     // matching row for each page, while the page alone stops at
     // offset + limit rows of an index.
     let count_sql = format!("SELECT count(*) AS n FROM {from}{where_clause}");
-    let count: Count = if cache {
-        params()
-            .bind_prepared(manager_events::prepared(count_sql))
-            .get_result(conn)
-            .await
-    } else {
-        params()
-            .bind(diesel::sql_query(count_sql).into_boxed())
-            .get_result(conn)
-            .await
-    }
-    .map_err(db_error)?;
+    let count: Count = params()
+        .bind(manager_events::prepared(count_sql).cache(cache))
+        .get_result(conn)
+        .await
+        .map_err(db_error)?;
     let rows: Vec<R> = if limit == 0 || i64::from(offset) >= count.n {
         Vec::new()
     } else {
@@ -172,22 +157,13 @@ where
             n + 1,
             n + 2
         );
-        if cache {
-            params()
-                .bind_prepared(manager_events::prepared(sql))
-                .bind::<BigInt, _>(i64::from(limit))
-                .bind::<BigInt, _>(i64::from(offset))
-                .load(conn)
-                .await
-        } else {
-            params()
-                .bind(diesel::sql_query(sql).into_boxed())
-                .bind::<BigInt, _>(i64::from(limit))
-                .bind::<BigInt, _>(i64::from(offset))
-                .load(conn)
-                .await
-        }
-        .map_err(db_error)?
+        params()
+            .bind(manager_events::prepared(sql).cache(cache))
+            .bind::<BigInt, _>(i64::from(limit))
+            .bind::<BigInt, _>(i64::from(offset))
+            .load(conn)
+            .await
+            .map_err(db_error)?
     };
     Ok((rows, i32::try_from(count.n).unwrap_or(i32::MAX)))
 }

@@ -3,8 +3,6 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use diesel::pg::Pg;
-use diesel::query_builder::BoxedSqlQuery;
 use diesel::sql_types::{Array, BigInt, Bool, Double, Text, Timestamptz};
 use uuid::Uuid;
 
@@ -109,31 +107,11 @@ pub struct SqlFragment {
 }
 
 impl SqlFragment {
-    /// Binds the parameters, in order, to a query that may be prepared
-    /// (for SQL text drawn from a fixed set; see `manager_events::prepared`).
-    pub fn bind_prepared(
+    /// Binds the parameters, in order, to `query`.
+    pub fn bind(
         self,
         mut query: manager_events::prepared::Prepared<'_>,
     ) -> manager_events::prepared::Prepared<'_> {
-        for p in self.params {
-            query = match p {
-                Param::Text(v) => query.bind::<Text, _>(v),
-                Param::Int(v) => query.bind::<BigInt, _>(v),
-                Param::Float(v) => query.bind::<Double, _>(v),
-                Param::Bool(v) => query.bind::<Bool, _>(v),
-                Param::Timestamp(v) => query.bind::<Timestamptz, _>(v),
-                Param::TextList(v) => query.bind::<Array<Text>, _>(v),
-                Param::IntList(v) => query.bind::<Array<BigInt>, _>(v),
-            };
-        }
-        query
-    }
-
-    /// Binds the parameters to a boxed diesel query, in order.
-    pub fn bind<'a, Q>(self, mut query: BoxedSqlQuery<'a, Pg, Q>) -> BoxedSqlQuery<'a, Pg, Q>
-    where
-        Q: diesel::query_builder::QueryFragment<Pg> + 'a,
-    {
         for p in self.params {
             query = match p {
                 Param::Text(v) => query.bind::<Text, _>(v),
