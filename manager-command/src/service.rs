@@ -189,6 +189,7 @@ fn submitted<T>(t: &Transacted<T>, created: Option<String>) -> Submitted {
         position: t.position,
         created,
         deduplicated: t.deduplicated,
+        secret_key: None,
     }
 }
 
@@ -382,6 +383,7 @@ impl CommandService {
                 // the e-mail up again, checked with the rest.
                 let user_uuid = self.known_user(&user_email).await?;
                 let access_key = derived_access_key(scoped, "keypair");
+                let secret_key = generate_secret_key();
                 let create = CreateKeypair::prepare(
                     &self.keys,
                     NewKeypair {
@@ -392,12 +394,16 @@ impl CommandService {
                         resource_policy,
                         rate_limit,
                     },
-                    &generate_secret_key(),
+                    &secret_key,
                 )
                 .await?
                 .owned_by_email(user_email);
                 let t = h.transact(&create, meta).await?;
-                Ok(submitted(&t, Some(access_key)))
+                let mut s = submitted(&t, Some(access_key));
+                if !t.deduplicated {
+                    s.secret_key = Some(secret_key);
+                }
+                Ok(s)
             }
             AdminCommand::ModifyKeypair { access_key, patch } => {
                 let id = keypair::stream_id(&access_key);
@@ -634,6 +640,7 @@ impl CommandService {
             position: t.position,
             created: Some(name.to_owned()),
             deduplicated: t.deduplicated,
+            secret_key: None,
         })
     }
 

@@ -88,4 +88,4 @@ pub use event::RecordedEvent;
 pub use prepared::prepared;
 pub use problem::{Problem, ProblemKind};
 pub use snapshot::Snapshot;
-pub use store::{EventStore, PgPool, build_pool};
+pub use store::{EventStore, PgConn, PgPool, build_pool};

@@ -303,6 +303,10 @@ pub struct Submitted {
     pub created: Option<String>,
     /// True when an earlier request with the same idempotency key did the work.
     pub deduplicated: bool,
+    /// The secret key of a keypair this command created (never for the
+    /// replay of a retry: the log holds it sealed only), so the answer need
+    /// not wait for the read models and open it again.
+    pub secret_key: Option<String>,
 }
 
 /// A boxed future, so that the port can be used as a trait object.
@@ -320,4 +324,13 @@ pub trait CommandPort: Send + Sync {
         command: AdminCommand,
         idempotency_key: Option<String>,
     ) -> PortFuture<'a, Result<Submitted, Problem>>;
+}
+
+/// Where the read models are against the log, for the edge of the write
+/// side (which must not depend on the read side).
+pub trait ReadModelProgress: Send + Sync {
+    /// Waits, bounded, until the read models show every event appended so
+    /// far: true when they do (a lookup that found nothing before the call
+    /// is worth repeating), false when they did not catch up in time.
+    fn catch_up(&self) -> PortFuture<'_, bool>;
 }

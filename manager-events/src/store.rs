@@ -20,6 +20,8 @@ use crate::writer::{self, Pending, WriterMsg};
 
 /// A pool of PostgreSQL connections (diesel-async over deadpool).
 pub type PgPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+/// A connection taken from a [`PgPool`].
+pub type PgConn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
 /// Builds a connection pool of `size` connections for `database_url`.
 ///

@@ -166,16 +166,28 @@ impl Freshness {
     }
 }
 
-/// The middleware: reads (GET, and POST to the GraphQL endpoints) of a
-/// caller with a recorded last write wait for it. Wrap it inside the
-/// authentication middleware and give it `web::Data<Freshness>`.
+impl manager_events::port::ReadModelProgress for Freshness {
+    fn catch_up(&self) -> manager_events::port::PortFuture<'_, bool> {
+        Box::pin(async move {
+            match self.progress().await {
+                Some(p) => p.projected >= p.head || self.wait_for(p.head).await,
+                None => false,
+            }
+        })
+    }
+}
+
+/// The middleware: GET requests of a caller with a recorded last write wait
+/// for it. (The GraphQL endpoints wait themselves, once they know whether an
+/// operation reads: a mutation is decided on the log, not the read models.)
+/// Wrap it inside the authentication middleware and give it
+/// `web::Data<Freshness>`.
 pub async fn read_your_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let last = req.extensions().get::<LastWrite>().copied();
-    let is_read = req.method() == Method::GET
-        || (req.method() == Method::POST && matches!(req.path(), "/admin/gql" | "/admin/graphql"));
+    let is_read = req.method() == Method::GET;
     let mut stale = false;
     if let (Some(LastWrite(position)), true) = (last, is_read)
         && let Some(freshness) = req.app_data::<web::Data<Freshness>>()

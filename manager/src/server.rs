@@ -19,7 +19,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
 use manager_command::auth::middleware::{Authenticator, authenticate, check_api_version};
-use manager_events::port::CommandPort;
+use manager_events::port::{CommandPort, ReadModelProgress};
 use manager_events::secrets::KeyStore;
 use manager_events::{EventStore, Problem, ProblemKind};
 use manager_query::freshness::{Freshness, read_your_writes};
@@ -172,7 +172,6 @@ pub fn start(
         config.api.workers
     };
     let grace = config.api.shutdown_timeout_secs;
-    let authenticator = web::Data::new(parts.authenticator);
     let pool = web::Data::new(store.pool().clone());
     let freshness = Arc::new(
         Freshness::new(
@@ -180,6 +179,11 @@ pub fn start(
             Duration::from_millis(config.api.read_your_writes_timeout_ms),
         )
         .with_local_progress(parts.projected),
+    );
+    let authenticator = web::Data::new(
+        parts
+            .authenticator
+            .with_read_models(Arc::clone(&freshness) as Arc<dyn ReadModelProgress>),
     );
     let graphql = web::Data::new(GraphQl::new(
         manager_query::graphql::schema(config.api.graphql_introspection),

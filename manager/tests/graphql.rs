@@ -870,3 +870,78 @@ async fn query_responses_are_kept_until_the_log_moves_and_only_for_their_caller(
         "{after}"
     );
 }
+
+/// Holds every projector's checkpoint locked: projection rounds skip them, so
+/// the read models stand still until the transaction ends.
+async fn hold_projections(db: &TestDb) -> diesel_async::AsyncPgConnection {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = db.connection().await;
+    conn.batch_execute("BEGIN; SELECT * FROM projection_checkpoints FOR UPDATE;")
+        .await
+        .unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn a_mutation_decides_on_the_log_without_waiting_for_the_read_models() {
+    let db = TestDb::new().await;
+    let server =
+        common::start_with_fixture_env(&db, &[("MANAGER_API__READ_YOUR_WRITES_TIMEOUT_MS", "300")])
+            .await;
+    const KEYPAIR: &str = "query($ak: String!) { keypair(access_key: $ak) { access_key } }";
+    let post = |query: &'static str, variables: Value| {
+        let body = json!({"query": query, "variables": variables}).to_string();
+        let server = &server;
+        async move { signed_json(server, "POST", "/admin/gql", ADMIN, body.as_bytes(), &[]).await }
+    };
+    let stale = |r: &reqwest::Response| r.headers().get("x-backendai-stale-read").is_some();
+    let new_keypair = json!({"user_id": "user@lablup.com", "input": {
+        "is_active": true, "is_admin": false, "resource_policy": "default", "rate_limit": 1000}});
+
+    // A first write, projected as usual.
+    let first = post(CREATE_KEYPAIR, new_keypair.clone()).await;
+    assert!(!stale(&first));
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["data"]["create_keypair"]["ok"], true, "{first}");
+
+    let mut held = hold_projections(&db).await;
+    // The caller's last write is now ahead of the read models. A mutation
+    // is decided on the log: it neither waits for them nor answers stale,
+    // and its payload is what the command made (the secret opens the key).
+    let second = post(CREATE_KEYPAIR, new_keypair.clone()).await;
+    assert!(!stale(&second), "a mutation waited for the read models");
+    let second: Value = second.json().await.unwrap();
+    let kp = &second["data"]["create_keypair"];
+    assert_eq!(kp["ok"], true, "{second}");
+    let ak = kp["keypair"]["access_key"].as_str().unwrap().to_owned();
+    let sk = kp["keypair"]["secret_key"].as_str().unwrap().to_owned();
+    assert_eq!(kp["keypair"]["user_id"], "user@lablup.com");
+
+    // A query still waits for the caller's writes, and says it could not.
+    let read = post(KEYPAIR, json!({"ak": ak})).await;
+    assert!(stale(&read), "a stale read was not marked");
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["data"]["keypair"], Value::Null, "{read}");
+
+    {
+        use diesel_async::SimpleAsyncConnection;
+        held.batch_execute("COMMIT").await.unwrap();
+    }
+    // Released, the runner takes the checkpoints again within its poll
+    // interval (it stood by while they were held).
+    let mut read = post(KEYPAIR, json!({"ak": ak})).await;
+    for _ in 0..20 {
+        if !stale(&read) {
+            break;
+        }
+        read = post(KEYPAIR, json!({"ak": ak})).await;
+    }
+    assert!(!stale(&read));
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["data"]["keypair"]["access_key"], ak.as_str(), "{read}");
+    // The secret the mutation answered is the one the manager keeps.
+    let r = common::signed(&server, "GET", "/auth/role", &ak, &sk, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -23,6 +23,7 @@ use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::RunQueryDsl;
 use ipnet::IpNet;
 use manager_events::auth::{AuthContext, UnsignedRequest};
+use manager_events::port::ReadModelProgress;
 use manager_events::secrets::KeyStore;
 use manager_events::user::{UserRole, UserStatus};
 use manager_events::{PgPool, Problem, ProblemKind};
@@ -52,6 +53,7 @@ pub struct Authenticator {
     limiter: Option<RateLimiter>,
     cache: Mutex<HashMap<String, (Instant, Arc<Known>)>>,
     cache_ttl: Duration,
+    read_models: Option<Arc<dyn ReadModelProgress>>,
 }
 
 /// A keypair as authentication needs it, with its secret opened.
@@ -112,7 +114,17 @@ impl Authenticator {
             limiter,
             cache: Mutex::new(HashMap::new()),
             cache_ttl: DEFAULT_CACHE_TTL,
+            read_models: None,
         }
+    }
+
+    /// Lets an unknown access key wait (bounded) for the read models to
+    /// catch up with the log before it is refused: a keypair works as soon as
+    /// its creation is acknowledged, though mutations answer before the read
+    /// models show what they did.
+    pub fn with_read_models(mut self, read_models: Arc<dyn ReadModelProgress>) -> Self {
+        self.read_models = Some(read_models);
+        self
     }
 
     /// Reuses a looked-up keypair for `ttl` (0 looks it up on every
@@ -125,7 +137,9 @@ impl Authenticator {
 
     /// The keypair of `access_key` with its secret opened, from the cache or
     /// the read models; `None` for an unknown or inactive keypair (never
-    /// cached, so a new keypair works as soon as it is projected).
+    /// cached, so a new keypair works as soon as it is projected — and an
+    /// unknown key waits for the read models to catch up, see
+    /// [`Authenticator::with_read_models`]).
     async fn known(&self, access_key: &str) -> Result<Option<Arc<Known>>, Problem> {
         if !self.cache_ttl.is_zero()
             && let Ok(cache) = self.cache.lock()
@@ -134,22 +148,13 @@ impl Authenticator {
         {
             return Ok(Some(Arc::clone(known)));
         }
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
-        let caller: Option<Caller> = manager_events::prepared(
-            "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
-             u.email, u.role, u.status, u.domain_name, u.allowed_client_ip::text AS allowed_client_ip \
-             FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",
-        )
-        .bind::<Text, _>(access_key)
-        .get_result(&mut conn)
-        .await
-        .optional()
-        .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
-        drop(conn);
+        let mut caller = self.lookup(access_key).await?;
+        if caller.is_none()
+            && let Some(read_models) = &self.read_models
+            && read_models.catch_up().await
+        {
+            caller = self.lookup(access_key).await?;
+        }
         let Some(caller) = caller.filter(|c| c.is_active) else {
             return Ok(None);
         };
@@ -170,6 +175,25 @@ impl Authenticator {
             cache.insert(access_key.to_owned(), (Instant::now(), Arc::clone(&known)));
         }
         Ok(Some(known))
+    }
+
+    /// The keypair of `access_key` and its user, from the read models.
+    async fn lookup(&self, access_key: &str) -> Result<Option<Caller>, Problem> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))?;
+        manager_events::prepared(
+            "SELECT k.sealed_secret_key, k.is_active, k.is_admin, k.rate_limit, u.uuid AS user_uuid, \
+             u.email, u.role, u.status, u.domain_name, u.allowed_client_ip::text AS allowed_client_ip \
+             FROM keypairs k JOIN users u ON u.uuid = k.user_uuid WHERE k.access_key = $1",
+        )
+        .bind::<Text, _>(access_key)
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(|e| Problem::new(ProblemKind::ServiceUnavailable).msg(e.to_string()))
     }
 
     /// Authenticates one request from `client_ip` (the peer address):

@@ -20,7 +20,8 @@ mod types;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use juniper::{DefaultScalarValue, EmptySubscription, InputValue, RootNode, Variables};
 use manager_events::auth::AuthContext;
 use manager_events::port::{AdminCommand, CommandPort, Submitted};
@@ -34,7 +35,7 @@ pub use mutation::Mutation;
 pub use query::{KEYPAIR_FIELDS, Query, USER_FIELDS};
 pub use scalars::{BigInt, DateTime, JsonString};
 
-use crate::freshness::Freshness;
+use crate::freshness::{Freshness, LastWrite};
 
 /// The schema.
 pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
@@ -171,13 +172,39 @@ pub struct Context {
     freshness: Arc<Freshness>,
     idempotency_key: Option<String>,
     mutations: AtomicUsize,
+    /// The caller's last write a read of the read models must wait for
+    /// (mutations only: a query waited before it ran). Taken by the first
+    /// read, or made moot by the first command that appends (it lands after
+    /// every write acknowledged before this request began).
+    last_write: std::sync::Mutex<Option<u64>>,
 }
 
 impl juniper::Context for Context {}
 
 impl Context {
+    /// A connection to the read models, once they show the caller's writes.
+    async fn connection(&self) -> juniper::FieldResult<manager_events::PgConn> {
+        self.read_models().await;
+        self.pool.get().await.map_err(sql::pool_error)
+    }
+
+    /// Waits (once, bounded) for the caller's last write to be projected.
+    async fn read_models(&self) {
+        let pending = self.last_write.lock().map_or(None, |mut w| w.take());
+        if let Some(position) = pending {
+            self.freshness.wait_for(position).await;
+        }
+    }
+
     /// Sends a command; on success waits until the read models show it.
     async fn submit(&self, command: AdminCommand) -> Result<Submitted, String> {
+        let submitted = self.send(command).await?;
+        self.shown(&submitted).await;
+        Ok(submitted)
+    }
+
+    /// Sends a command without waiting for the read models.
+    async fn send(&self, command: AdminCommand) -> Result<Submitted, String> {
         // Several mutations in one document share the request's key: number
         // them, so that each is deduplicated on its own.
         let key = self.idempotency_key.as_ref().map(|k| {
@@ -186,14 +213,27 @@ impl Context {
                 n => format!("{k}#{n}"),
             }
         });
-        match self.commands.submit(&self.actor, command, key).await {
-            Ok(submitted) => {
-                if let Some(position) = submitted.position {
-                    self.freshness.wait_for(position).await;
-                }
-                Ok(submitted)
-            }
-            Err(problem) => Err(problem.msg.unwrap_or_else(|| problem.kind.title())),
+        let submitted = self
+            .commands
+            .submit(&self.actor, command, key)
+            .await
+            .map_err(|problem| problem.msg.unwrap_or_else(|| problem.kind.title()))?;
+        // An append of this request lands after every write acknowledged
+        // before the request began (the log is appended in order).
+        if submitted.position.is_some()
+            && !submitted.deduplicated
+            && let Ok(mut w) = self.last_write.lock()
+        {
+            *w = None;
+        }
+        Ok(submitted)
+    }
+
+    /// Waits until the read models show `submitted` and the caller's writes.
+    async fn shown(&self, submitted: &Submitted) {
+        let pending = self.last_write.lock().map_or(None, |mut w| w.take());
+        if let Some(position) = submitted.position.max(pending) {
+            self.freshness.wait_for(position).await;
         }
     }
 }
@@ -242,6 +282,8 @@ enum Ran {
     Done {
         outcome: Box<Outcome>,
         keep: Option<(cache::Version, cache::Key)>,
+        /// Answered before the read models showed the caller's last write.
+        stale: bool,
     },
 }
 
@@ -286,11 +328,25 @@ async fn run(
             return Ok(Ran::Done {
                 outcome: Box::new(Err(e)),
                 keep: None,
+                stale: false,
             });
         }
     };
+    // Read-your-writes: a query waits for the caller's last write before it
+    // runs; a mutation only before it reads the read models (its commands
+    // are decided on the log), see `Context::read_models`.
+    let last_write = req.extensions().get::<LastWrite>().map(|w| w.0);
+    let mut stale = false;
+    let mut pending = None;
+    if ready.is_query() {
+        if let Some(position) = last_write {
+            stale = !gql.freshness.wait_for(position).await;
+        }
+    } else {
+        pending = last_write;
+    }
     // Only queries are kept; mutations never pay for the version check.
-    let keep = if ready.is_query() {
+    let keep = if ready.is_query() && !stale {
         match cached(gql, legacy, &actor, body).await {
             Ok(hit) => return Ok(Ran::Kept(hit)),
             Err(keep) => keep,
@@ -306,6 +362,7 @@ async fn run(
         freshness: Arc::clone(&gql.freshness),
         idempotency_key,
         mutations: AtomicUsize::new(0),
+        last_write: std::sync::Mutex::new(pending),
     };
     let outcome = match &ready {
         Ready::Kept(op) => op.execute(&variables, &ctx).await,
@@ -314,6 +371,7 @@ async fn run(
     Ok(Ran::Done {
         outcome: Box::new(outcome),
         keep,
+        stale,
     })
 }
 
@@ -349,13 +407,36 @@ pub async fn gql(
     req: HttpRequest,
     body: web::Bytes,
     gql: web::Data<GraphQl>,
-) -> Result<HttpResponse, Problem> {
+) -> HttpResponse {
+    answer(run(&gql, actor, &req, &body, false).await, |ran| {
+        envelope(&gql, ran)
+    })
+}
+
+/// The response, marked stale when it was answered before the read models
+/// showed the caller's last write (see [`crate::freshness`]).
+fn answer(
+    ran: Result<Ran, Problem>,
+    respond: impl FnOnce(Ran) -> Result<HttpResponse, Problem>,
+) -> HttpResponse {
+    let stale = matches!(&ran, Ok(Ran::Done { stale: true, .. }));
+    let mut res = ran.and_then(respond).unwrap_or_else(|p| p.error_response());
+    if stale {
+        res.headers_mut().insert(
+            HeaderName::from_static("x-backendai-stale-read"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    res
+}
+
+fn envelope(gql: &GraphQl, ran: Ran) -> Result<HttpResponse, Problem> {
     // Serialised straight from juniper's values: clients (the official CLI
     // among them) rely on the fields coming back in the order selected, which
     // a detour through `serde_json::Value` (a sorted map) would lose.
-    let (outcome, keep) = match run(&gql, actor, &req, &body, false).await? {
+    let (outcome, keep) = match ran {
         Ran::Kept(hit) => return Ok(json_response(hit)),
-        Ran::Done { outcome, keep } => (*outcome, keep),
+        Ran::Done { outcome, keep, .. } => (*outcome, keep),
     };
     let clean = matches!(&outcome, Ok((_, errors)) if errors.is_empty());
     let body = match outcome {
@@ -394,10 +475,16 @@ pub async fn graphql_legacy(
     req: HttpRequest,
     body: web::Bytes,
     gql: web::Data<GraphQl>,
-) -> Result<HttpResponse, Problem> {
-    let (outcome, keep) = match run(&gql, actor, &req, &body, true).await? {
+) -> HttpResponse {
+    answer(run(&gql, actor, &req, &body, true).await, |ran| {
+        bare(&gql, ran)
+    })
+}
+
+fn bare(gql: &GraphQl, ran: Ran) -> Result<HttpResponse, Problem> {
+    let (outcome, keep) = match ran {
         Ran::Kept(hit) => return Ok(json_response(hit)),
-        Ran::Done { outcome, keep } => (*outcome, keep),
+        Ran::Done { outcome, keep, .. } => (*outcome, keep),
     };
     let errors = match outcome {
         Ok((data, errors)) if errors.is_empty() => {

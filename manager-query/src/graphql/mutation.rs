@@ -655,6 +655,13 @@ impl Mutation {
         props: KeyPairInput,
     ) -> FieldResult<CreateKeyPair> {
         let _ = props.concurrency_limit; // deprecated; the policy decides
+        let known = KeyPair {
+            user_id: Some(user_id.clone()),
+            is_active: Some(props.is_active.unwrap_or(true)),
+            is_admin: Some(props.is_admin.unwrap_or(false)),
+            rate_limit: Some(props.rate_limit),
+            ..KeyPair::default()
+        };
         let cmd = AdminCommand::CreateKeypair {
             user_email: user_id,
             is_active: props.is_active.unwrap_or(true),
@@ -662,19 +669,27 @@ impl Mutation {
             resource_policy: props.resource_policy,
             rate_limit: i64::from(props.rate_limit),
         };
-        match ctx.submit(cmd).await {
-            Ok(s) => {
-                let keypair = match (
-                    &s.created,
-                    executor.look_ahead().children().select("keypair"),
-                ) {
-                    (Some(ak), Some(sel)) => keypair_by_key(ctx, ak, &sel).await?,
-                    _ => None,
-                };
-                Ok(CreateKeyPair::done(keypair))
-            }
-            Err(msg) => Ok(CreateKeyPair::failed(msg)),
+        let s = match ctx.send(cmd).await {
+            Ok(s) => s,
+            Err(msg) => return Ok(CreateKeyPair::failed(msg)),
+        };
+        let Some(sel) = executor.look_ahead().children().select("keypair") else {
+            ctx.shown(&s).await;
+            return Ok(CreateKeyPair::done(None));
+        };
+        // What the command itself knows answers without waiting for the
+        // read models (the caller's next read waits for this write).
+        if let (Some(ak), Some(secret)) = (&s.created, &s.secret_key)
+            && let Some(keypair) = created_keypair(known, ak, secret, &sel)
+        {
+            return Ok(CreateKeyPair::done(Some(keypair)));
         }
+        ctx.shown(&s).await;
+        let keypair = match &s.created {
+            Some(ak) => keypair_by_key(ctx, ak, &sel).await?,
+            None => None,
+        };
+        Ok(CreateKeyPair::done(keypair))
     }
 
     /// Changes a keypair (superadmins).
@@ -1402,4 +1417,37 @@ mod tests {
         assert_eq!(binary_size("lots"), None);
         assert_eq!(binary_size("9999999p"), None, "overflow");
     }
+}
+
+/// A keypair just created, answered from what its command knew, when the
+/// selection asks for nothing more (else `None`: read it back).
+fn created_keypair<S: ScalarValue>(
+    known: KeyPair,
+    access_key: &str,
+    secret_key: &str,
+    sel: &juniper::LookAheadSelection<'_, S>,
+) -> Option<KeyPair> {
+    const KNOWN: [&str; 8] = [
+        "id",
+        "access_key",
+        "secret_key",
+        "user_id",
+        "is_active",
+        "is_admin",
+        "rate_limit",
+        "__typename",
+    ];
+    let children = sel.children();
+    if !children
+        .iter()
+        .all(|c| KNOWN.contains(&c.field_original_name()))
+    {
+        return None;
+    }
+    Some(KeyPair {
+        id: Some(juniper::ID::new(access_key)),
+        access_key: Some(access_key.to_owned()),
+        secret_key: Some(secret_key.to_owned()),
+        ..known
+    })
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Context;
 use super::Eager;
 use super::scalars::{BigInt as GqlBigInt, DateTime, JsonString};
-use super::sql::{Conditions, gql_error, page, pool_error};
+use super::sql::{Conditions, gql_error, page};
 use super::types::{
     Domain, Group, KeyPair, KeyPairList, KeyPairResourcePolicy, ProjectResourcePolicy,
     ResourcePreset, ScalingGroup, User, UserGroup, UserInfo, UserList, UserResourcePolicy,
@@ -562,7 +562,7 @@ where
     R: QueryableByName<diesel::pg::Pg> + Send + 'static,
     T: From<R>,
 {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let mut conn = ctx.connection().await?;
     let rows: Vec<R> = conds.load(&mut conn, select, from, tail).await?;
     Ok(rows.into_iter().map(T::from).collect())
 }
@@ -573,7 +573,7 @@ pub(super) async fn users_by_id(
     ids: &[Uuid],
     with_groups: bool,
 ) -> FieldResult<Vec<User>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let mut conn = ctx.connection().await?;
     let mut conds = Conditions::default();
     conds.bind(
         "u.uuid = ANY({}::uuid[])",
@@ -589,7 +589,7 @@ pub(super) async fn keypair_by_key<S: ScalarValue>(
     access_key: &str,
     sel: &juniper::LookAheadSelection<'_, S>,
 ) -> FieldResult<Option<KeyPair>> {
-    let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+    let mut conn = ctx.connection().await?;
     let mut conds = Conditions::default();
     conds.bind("k.access_key = {}", Param::Text(access_key.to_owned()));
     let rows: Vec<KeypairRow> = conds
@@ -802,7 +802,7 @@ impl Query {
         domain_name: Option<String>,
         email: Option<String>,
     ) -> FieldResult<Option<User>> {
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+        let mut conn = ctx.connection().await?;
         let mut conds = Conditions::default();
         match email {
             Some(email) => conds.bind("lower(u.email) = lower({})", Param::Text(email)),
@@ -864,7 +864,7 @@ impl Query {
             conds.bind("u.status = {}", Param::Text(s.as_str().to_owned()));
         }
         conds.filter(filter.as_deref(), &USER_FIELDS)?;
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+        let mut conn = ctx.connection().await?;
         let (rows, total_count) = page::<UserRow>(
             &mut conn,
             conds,
@@ -910,7 +910,7 @@ impl Query {
         } else if let Some(domain) = admin_domain(ctx, domain_name)? {
             conds.bind("u.domain_name = {}", Param::Text(domain));
         }
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+        let mut conn = ctx.connection().await?;
         let rows: Vec<KeypairRow> = conds
             .load(&mut conn, KEYPAIR_COLUMNS, KEYPAIR_FROM, "")
             .await?;
@@ -947,7 +947,7 @@ impl Query {
             conds.bind("k.is_active = {}", Param::Bool(active));
         }
         conds.filter(filter.as_deref(), &KEYPAIR_FIELDS)?;
-        let mut conn = ctx.pool.get().await.map_err(pool_error)?;
+        let mut conn = ctx.connection().await?;
         let (rows, total_count) = page::<KeypairRow>(
             &mut conn,
             conds,

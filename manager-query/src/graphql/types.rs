@@ -85,7 +85,7 @@ pub struct UserInfo {
 }
 
 /// A keypair.
-#[derive(Debug, Clone, GraphQLObject)]
+#[derive(Debug, Clone, Default, GraphQLObject)]
 #[graphql(rename_all = "none")]
 pub struct KeyPair {
     /// Same as `access_key`.

@@ -224,8 +224,10 @@ pub async fn gql_with(
         headers,
     )
     .await;
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The log's head position, read from the test database.
