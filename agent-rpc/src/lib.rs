@@ -16,6 +16,8 @@
 //! - [`client`]: [`Client`] and [`ClientConfig`].
 //! - [`server`]: [`Server`], [`ServerConfig`], the [`Handler`] trait.
 //! - [`idempotency`]: [`IdempotencyCache`], which makes a keyed call run once.
+//! - [`notice`]: what agents tell the managers through Redis (heartbeat
+//!   keys, the notice stream).
 //! - [`wire`]: the envelope (frames, header, MAC) and the body codec.
 //! - [`auth`]: the time window, the replay guard and the [`Rejections`] counters.
 //! - `transport`: driving a tmq socket from one task.
@@ -49,6 +51,7 @@ pub mod error;
 pub mod execute;
 pub mod idempotency;
 pub mod kernel;
+pub mod notice;
 pub mod ops;
 pub mod server;
 mod transport;
