@@ -16,7 +16,7 @@
 //! - [`chain`]: the SHA-256 hash chain and its verifier.
 //! - [`codec`]: how typed domain events become log entries and back.
 //! - [`domain`], [`project`], [`user`], [`keypair`], [`policy`],
-//!   [`user_policy`], [`project_policy`], [`scaling_group`],
+//!   [`user_policy`], [`project_policy`], [`scaling_group`], [`agent`],
 //!   [`resource_preset`], [`reservation`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`slots`]: the known resource slots and exact slot arithmetic.
@@ -47,6 +47,7 @@
 //!
 //! See `docs/decisions/001-event-log.md` for why it is built this way.
 
+pub mod agent;
 pub mod append;
 pub mod auth;
 pub mod chain;
