@@ -9,12 +9,16 @@ default:
     @just --list
 
 # Bring up the halfstack, migrate, load the default fixture (admin and user
-# keypairs), and run the manager in the foreground.
+# keypairs), start one local agent (process backend, RPC on 127.0.0.1:6011)
+# and run the manager in the foreground; Ctrl-C stops both.
 run: halfstack-up
-    cargo build -p manager
+    cargo build -p manager -p agent
     cargo run -q -p manager -- migrate
     cargo run -q -p manager -- fixture populate fixtures/default.json
-    cargo run -q -p manager -- start-server
+    cargo run -q -p agent -- --config agent.sample.toml --backend process --listen tcp://127.0.0.1:6011 & \
+        agent=$!; \
+        trap 'kill $agent 2>/dev/null; wait $agent 2>/dev/null' EXIT; \
+        cargo run -q -p manager -- start-server
 
 # Run the whole test suite against a fresh-enough halfstack (fast, non-durable mode).
 test: halfstack-up client-venv
