@@ -53,6 +53,13 @@ bench-api: halfstack-up
     {{halfstack}} mode durable
     cargo bench -p manager --bench api
 
+# Agents benchmark: 1,000 dummy agents heartbeating against a release
+# manager (CPU share, notice ingest, RPC round trips; see docs/benchmarks.md).
+bench-agents: halfstack-up
+    {{halfstack}} mode durable
+    cargo build --release -p agent
+    cargo bench -p manager --bench agents
+
 # Start PostgreSQL (8101), Redis (8111) and etcd (8121); idempotent.
 halfstack-up:
     {{halfstack}} up
