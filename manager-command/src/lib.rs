@@ -14,6 +14,8 @@
 //!   a command, appends with the expected version, retries on conflict.
 //! - [`auth`]: request authentication — Backend.AI's HMAC request signing.
 //! - [`domain`]: the domain aggregate.
+//! - [`agent`]: agents — the aggregate, the notice ingester, the liveness
+//!   sweeper, the log-fed agent directory and the agent RPC clients.
 //! - [`user`]: the user aggregate, password hashing, and the workflows that
 //!   keep a user, its domain and its unique email/username consistent.
 //! - [`keypair`]: the keypair aggregate, key generation and sealing, and the
@@ -36,6 +38,7 @@
 //! - A command retried with the same idempotency key returns the first result
 //!   and appends nothing.
 
+pub mod agent;
 pub mod aggregate;
 pub mod auth;
 pub mod domain;

@@ -31,6 +31,70 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `[secrets]`: the cluster key that protects keypair secrets.
     pub secrets: SecretsConfig,
+    /// `[agents]`: the agent RPC key, liveness and notice ingestion.
+    pub agents: AgentsConfig,
+}
+
+/// `[agents]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// The agent-RPC key shared with the agents (their `rpc.cluster_key`):
+    /// its text, used as is, at least 16 bytes (`openssl rand -base64 32`).
+    /// Not `secrets.cluster_key`, which opens keypair secrets and must never
+    /// leave the managers. Empty with no `rpc_key_file`: the agents'
+    /// built-in development key, with a warning. Env `MANAGER_AGENTS__RPC_KEY`.
+    pub rpc_key: String,
+    /// A file holding the agent-RPC key (trailing whitespace ignored); wins
+    /// over `rpc_key`. Env `MANAGER_AGENTS__RPC_KEY_FILE`.
+    pub rpc_key_file: String,
+    /// An ALIVE agent whose heartbeat key is missing or older than this many
+    /// ms is LOST. Match the agents' heartbeat TTL (default three periods of
+    /// 3 s). Default 9000. Env `MANAGER_AGENTS__HEARTBEAT_TIMEOUT_MS`.
+    pub heartbeat_timeout_ms: u64,
+    /// Milliseconds between two liveness sweeps (and between a standby
+    /// manager's attempts to become the sweeper). Default 1000.
+    /// Env `MANAGER_AGENTS__SWEEP_INTERVAL_MS`.
+    pub sweep_interval_ms: u64,
+    /// Most notices read from the notice stream at once. Default 256.
+    /// Env `MANAGER_AGENTS__NOTICE_BATCH`.
+    pub notice_batch: u64,
+    /// A notice left unacknowledged this many ms by another manager (one
+    /// that died mid-notice) is taken over. Default 15000.
+    /// Env `MANAGER_AGENTS__NOTICE_CLAIM_IDLE_MS`.
+    pub notice_claim_idle_ms: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            rpc_key: String::new(),
+            rpc_key_file: String::new(),
+            heartbeat_timeout_ms: 9000,
+            sweep_interval_ms: 1000,
+            notice_batch: 256,
+            notice_claim_idle_ms: 15_000,
+        }
+    }
+}
+
+impl AgentsConfig {
+    /// The agent-RPC key: from `rpc_key_file`, else `rpc_key`, else the
+    /// development key (`Ok((key, true))` says it is that one).
+    pub fn rpc_key(&self) -> Result<(agent_rpc::ClusterKey, bool), ConfigError> {
+        let (text, development) = if !self.rpc_key_file.is_empty() {
+            let text = std::fs::read_to_string(&self.rpc_key_file)
+                .map_err(|e| ConfigError::RpcKey(format!("reading {}: {e}", self.rpc_key_file)))?;
+            (text.trim_end().to_owned(), false)
+        } else if !self.rpc_key.is_empty() {
+            (self.rpc_key.clone(), false)
+        } else {
+            (manager_command::agent::DEVELOPMENT_RPC_KEY.to_owned(), true)
+        };
+        let key = agent_rpc::ClusterKey::new(text.as_bytes())
+            .map_err(|e| ConfigError::RpcKey(e.to_string()))?;
+        Ok((key, development))
+    }
 }
 
 /// `[redis]`
@@ -201,6 +265,9 @@ pub enum ConfigError {
     /// A key has the wrong type, an unknown name, or the file is not TOML.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// The agent-RPC key is unreadable or too short.
+    #[error("agents.rpc_key: {0}")]
+    RpcKey(String),
 }
 
 impl Config {
@@ -260,6 +327,27 @@ mod tests {
             assert_eq!(c.db.url, "postgres://env/db");
             assert_eq!(c.db.pool_size, 3);
             assert_eq!(c.api.bind.port(), 9999);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_agent_rpc_key_comes_from_a_file_the_value_or_the_development_default() {
+        figment::Jail::expect_with(|jail| {
+            let (_, development) = AgentsConfig::default().rpc_key().unwrap();
+            assert!(development);
+            jail.create_file("key", "a-sufficiently-long-agent-key\n")?;
+            jail.set_env("MANAGER_AGENTS__RPC_KEY_FILE", "key");
+            jail.set_env("MANAGER_AGENTS__HEARTBEAT_TIMEOUT_MS", "1500");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.agents.heartbeat_timeout_ms, 1500);
+            let (_, development) = c.agents.rpc_key().unwrap();
+            assert!(!development);
+            let short = AgentsConfig {
+                rpc_key: "short".into(),
+                ..Default::default()
+            };
+            assert!(matches!(short.rpc_key(), Err(ConfigError::RpcKey(_))));
             Ok(())
         });
     }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use manager::config::{Config, LogFormat};
 use manager::server;
+use manager_command::agent::{AgentServices, AgentServicesConfig, IngesterConfig, SweeperConfig};
 use manager_command::auth::middleware::Authenticator;
 use manager_command::auth::rate_limit::RateLimiter;
 use manager_command::handler::CommandHandler;
@@ -117,6 +118,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             let projected = projections.progress();
             let projection_task = tokio::spawn(projections.run(stopped));
             let parts = server_parts(&config, &store, projected).await?;
+            let agents = start_agents(&config, &store).await?;
             let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             // One line on stdout with the bound addresses (port 0 binds any
@@ -127,6 +129,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             );
             server::shutdown_signal().await?;
             tracing::info!("shutting down");
+            agents.stop().await;
             let _ = stop_projections.send(true);
             if let Err(e) = projection_task.await {
                 tracing::error!("projection task failed: {e}");
@@ -268,6 +271,45 @@ async fn server_parts(
         keys,
         commands: std::sync::Arc::new(commands),
         projected,
+    })
+}
+
+/// Starts the agent side: the directory of agents (from the log), the
+/// notice ingester, the liveness sweeper (one manager at a time acts) and
+/// the agent RPC clients, keyed with the agents' RPC key.
+async fn start_agents(config: &Config, store: &EventStore) -> anyhow::Result<AgentServices> {
+    use std::time::Duration;
+    let a = &config.agents;
+    let (key, development) = a.rpc_key()?;
+    if development {
+        tracing::warn!(
+            "agents.rpc_key is the agents' built-in DEVELOPMENT key: anyone with this source code can \
+             call your agents. Set MANAGER_AGENTS__RPC_KEY (and the agents' rpc.cluster_key) to a shared secret."
+        );
+    }
+    let prefix = config.redis.key_prefix.clone();
+    let mut ingester = IngesterConfig::new(prefix.clone());
+    ingester.batch = a.notice_batch.max(1);
+    ingester.claim_idle = Duration::from_millis(a.notice_claim_idle_ms.max(100));
+    let mut sweeper = SweeperConfig::new(prefix, config.db.url.clone());
+    sweeper.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms.max(1));
+    sweeper.sweep_interval = Duration::from_millis(a.sweep_interval_ms.max(10));
+    AgentServices::start(
+        CommandHandler::new(store.clone()),
+        AgentServicesConfig {
+            redis_url: config.redis.url.clone(),
+            database_url: config.db.url.clone(),
+            ingester,
+            sweeper,
+            rpc: agent_rpc::ClientConfig::new(key),
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the agent services (Redis at {})",
+            config.redis.url
+        )
     })
 }
 
