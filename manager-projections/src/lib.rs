@@ -21,9 +21,11 @@
 //!   and `project_resource_policies` read models.
 //! - [`presets`]: the `resource_presets` read model.
 //! - [`scaling_groups`]: scaling groups and their associations.
+//! - [`agents`]: the `agents` read model (status, description, capacity).
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
+pub mod agents;
 pub mod domains;
 pub mod keypairs;
 pub mod policies;
@@ -51,5 +53,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(user_policies::UserPoliciesProjector),
         std::sync::Arc::new(project_policies::ProjectPoliciesProjector),
         std::sync::Arc::new(presets::ResourcePresetsProjector),
+        std::sync::Arc::new(agents::AgentsProjector),
     ]
 }

@@ -9,6 +9,7 @@
 //! the legacy `/admin/graphql` answers the bare `data`, or 400 problem+json
 //! (`graphql-error`) with the errors as `data`.
 
+mod agents;
 mod cache;
 mod eager;
 mod mutation;

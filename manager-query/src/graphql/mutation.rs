@@ -1402,23 +1402,6 @@ impl Mutation {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::binary_size;
-
-    #[test]
-    fn sizes_with_binary_suffixes() {
-        assert_eq!(binary_size("1024"), Some(1024));
-        assert_eq!(binary_size("1k"), Some(1024));
-        assert_eq!(binary_size("8g"), Some(8 << 30));
-        assert_eq!(binary_size("2GiB"), Some(2 << 30));
-        assert_eq!(binary_size(" 3 m "), Some(3 << 20));
-        assert_eq!(binary_size("-1g"), None);
-        assert_eq!(binary_size("lots"), None);
-        assert_eq!(binary_size("9999999p"), None, "overflow");
-    }
-}
-
 /// A keypair just created, answered from what its command knew, when the
 /// selection asks for nothing more (else `None`: read it back).
 fn created_keypair<S: ScalarValue>(
@@ -1450,4 +1433,21 @@ fn created_keypair<S: ScalarValue>(
         secret_key: Some(secret_key.to_owned()),
         ..known
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary_size;
+
+    #[test]
+    fn sizes_with_binary_suffixes() {
+        assert_eq!(binary_size("1024"), Some(1024));
+        assert_eq!(binary_size("1k"), Some(1024));
+        assert_eq!(binary_size("8g"), Some(8 << 30));
+        assert_eq!(binary_size("2GiB"), Some(2 << 30));
+        assert_eq!(binary_size(" 3 m "), Some(3 << 20));
+        assert_eq!(binary_size("-1g"), None);
+        assert_eq!(binary_size("lots"), None);
+        assert_eq!(binary_size("9999999p"), None, "overflow");
+    }
 }

@@ -12,11 +12,13 @@ use uuid::Uuid;
 
 use super::Context;
 use super::Eager;
+use super::agents;
 use super::scalars::{BigInt as GqlBigInt, DateTime, JsonString};
 use super::sql::{Conditions, gql_error, page};
 use super::types::{
-    Domain, Group, KeyPair, KeyPairList, KeyPairResourcePolicy, ProjectResourcePolicy,
-    ResourcePreset, ScalingGroup, User, UserGroup, UserInfo, UserList, UserResourcePolicy,
+    Agent, AgentList, AgentSummary, AgentSummaryList, Domain, Group, KeyPair, KeyPairList,
+    KeyPairResourcePolicy, ProjectResourcePolicy, ResourcePreset, ScalingGroup, User, UserGroup,
+    UserInfo, UserList, UserResourcePolicy,
 };
 use crate::minilang::{Field, FieldType, Fields, Param};
 
@@ -1187,6 +1189,51 @@ impl Query {
         )
         .await?;
         Ok(rows.into_iter().map(Some).collect())
+    }
+
+    /// An agent, or null (superadmins).
+    async fn agent(ctx: &Context, agent_id: String) -> FieldResult<Option<Agent>> {
+        agents::agent(ctx, agent_id).await
+    }
+
+    /// A page of agents (superadmins); `status` is an agent status name
+    /// (or several, comma-separated).
+    #[allow(clippy::too_many_arguments)]
+    async fn agent_list(
+        ctx: &Context,
+        limit: i32,
+        offset: i32,
+        filter: Option<String>,
+        order: Option<String>,
+        scaling_group: Option<String>,
+        status: Option<String>,
+    ) -> FieldResult<Option<Eager<AgentList>>> {
+        agents::agent_list(ctx, limit, offset, filter, order, scaling_group, status)
+            .await
+            .map(Some)
+    }
+
+    /// What the caller may know of an agent of a scaling group it may use,
+    /// or null.
+    async fn agent_summary(ctx: &Context, agent_id: String) -> FieldResult<Option<AgentSummary>> {
+        agents::agent_summary(ctx, agent_id).await
+    }
+
+    /// A page of summaries of the agents of the scaling groups the caller
+    /// may use (superadmins: every agent).
+    #[allow(clippy::too_many_arguments)]
+    async fn agent_summary_list(
+        ctx: &Context,
+        limit: i32,
+        offset: i32,
+        filter: Option<String>,
+        order: Option<String>,
+        scaling_group: Option<String>,
+        status: Option<String>,
+    ) -> FieldResult<Option<Eager<AgentSummaryList>>> {
+        agents::agent_summary_list(ctx, limit, offset, filter, order, scaling_group, status)
+            .await
+            .map(Some)
     }
 }
 

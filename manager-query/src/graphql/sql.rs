@@ -34,6 +34,21 @@ impl Conditions {
         self
     }
 
+    /// Adds a condition with several values: the `{}`s of `template` stand,
+    /// in order, for the placeholders of `values` (one `{}` per value).
+    pub fn bind_each(&mut self, template: &str, values: Vec<Param>) -> &mut Self {
+        debug_assert_eq!(template.matches("{}").count(), values.len());
+        let mut parts = template.split("{}");
+        let mut cond = parts.next().unwrap_or_default().to_owned();
+        for (part, value) in parts.zip(values) {
+            self.params.push(value);
+            cond.push_str(&format!("${}", self.params.len()));
+            cond.push_str(part);
+        }
+        self.conds.push(cond);
+        self
+    }
+
     /// Adds a condition without values (written by us).
     pub fn raw(&mut self, cond: &str) -> &mut Self {
         self.conds.push(cond.to_owned());

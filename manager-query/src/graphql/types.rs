@@ -305,3 +305,114 @@ pub struct ResourcePreset {
     /// The scaling group it is for (none: all).
     pub scaling_group_name: Option<String>,
 }
+
+/// An agent (a compute node), as superadmins see it.
+///
+/// Fields fed by the agent's live reports (`live_stat`, `cpu_cur_pct`,
+/// `mem_cur_bytes`, `container_count`) or by asking the agent
+/// (`hardware_metadata`, `local_config`) are not collected yet: they answer
+/// null, or 0 where the reference answers 0 without a report.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct Agent {
+    /// The agent's id (agent-chosen, e.g. `i-hostname`).
+    pub id: Option<ID>,
+    /// `ALIVE`, `LOST`, `TERMINATED` or `DECOMMISSIONED`.
+    pub status: Option<String>,
+    /// When the status last changed.
+    pub status_changed: Option<DateTime>,
+    /// Its region.
+    pub region: Option<String>,
+    /// The scaling group it belongs to.
+    pub scaling_group: Option<String>,
+    /// Whether new sessions may be placed on it.
+    pub schedulable: Option<bool>,
+    /// Its capacity (slot → amount).
+    pub available_slots: Option<JsonString>,
+    /// What its kernels hold (slot → amount).
+    pub occupied_slots: Option<JsonString>,
+    /// Its RPC address (`tcp://host:port`).
+    pub addr: Option<String>,
+    /// CPU architecture.
+    pub architecture: Option<String>,
+    /// When it first joined.
+    pub first_contact: Option<DateTime>,
+    /// When it was last lost or stopped (null while alive).
+    pub lost_at: Option<DateTime>,
+    /// Live node and device statistics (not collected yet: null).
+    pub live_stat: Option<JsonString>,
+    /// The agent software's version.
+    pub version: Option<String>,
+    /// Compute plugins and their versions.
+    pub compute_plugins: Option<JsonString>,
+    /// Hardware facts the agent reports on request (not asked yet: null).
+    pub hardware_metadata: Option<JsonString>,
+    /// Whether it kills kernels reported for abuse.
+    pub auto_terminate_abusing_kernel: Option<bool>,
+    /// The agent's own configuration (not asked yet: null).
+    pub local_config: Option<JsonString>,
+    /// Containers it runs (not counted yet: 0).
+    pub container_count: Option<i32>,
+    /// Legacy: memory capacity in MiB.
+    pub mem_slots: Option<i32>,
+    /// Legacy: CPU capacity.
+    pub cpu_slots: Option<f64>,
+    /// Legacy: `cuda.device` capacity.
+    pub gpu_slots: Option<f64>,
+    /// Legacy: `tpu.device` capacity.
+    pub tpu_slots: Option<f64>,
+    /// Legacy: memory held by kernels in MiB.
+    pub used_mem_slots: Option<i32>,
+    /// Legacy: CPU held by kernels.
+    pub used_cpu_slots: Option<f64>,
+    /// Legacy: `cuda.device` held by kernels.
+    pub used_gpu_slots: Option<f64>,
+    /// Legacy: `tpu.device` held by kernels.
+    pub used_tpu_slots: Option<f64>,
+    /// CPU use in percent (no live report yet: 0).
+    pub cpu_cur_pct: Option<f64>,
+    /// Memory in use in bytes (no live report yet: 0).
+    pub mem_cur_bytes: Option<f64>,
+}
+
+/// A page of agents.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct AgentList {
+    /// The page.
+    pub items: Vec<Option<Agent>>,
+    /// How many match, over all pages.
+    pub total_count: i32,
+}
+
+/// What a user who is not a superadmin may know of an agent: enough to see
+/// the capacity of the scaling groups it may use, nothing of where or what
+/// the agent is.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct AgentSummary {
+    /// The agent's id.
+    pub id: Option<ID>,
+    /// `ALIVE`, `LOST`, `TERMINATED` or `DECOMMISSIONED`.
+    pub status: Option<String>,
+    /// The scaling group it belongs to.
+    pub scaling_group: Option<String>,
+    /// Whether new sessions may be placed on it.
+    pub schedulable: Option<bool>,
+    /// Its capacity (slot → amount).
+    pub available_slots: Option<JsonString>,
+    /// What its kernels hold (slot → amount).
+    pub occupied_slots: Option<JsonString>,
+    /// CPU architecture.
+    pub architecture: Option<String>,
+}
+
+/// A page of agent summaries.
+#[derive(Debug, Clone, GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct AgentSummaryList {
+    /// The page.
+    pub items: Vec<Option<AgentSummary>>,
+    /// How many match, over all pages.
+    pub total_count: i32,
+}

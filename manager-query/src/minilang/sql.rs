@@ -56,6 +56,17 @@ impl Field {
         }
     }
 
+    /// A field usable only in `order`.
+    pub const fn order_only(name: &'static str, column: &'static str, ty: FieldType) -> Self {
+        Field {
+            name,
+            column,
+            ty,
+            filter: false,
+            order: true,
+        }
+    }
+
     /// A field usable only in `filter`.
     pub const fn filter_only(name: &'static str, column: &'static str, ty: FieldType) -> Self {
         Field {
