@@ -148,3 +148,108 @@ async fn the_server_registers_agents_sweeps_their_liveness_and_stops_cleanly() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+const AGENT_LIST: &str = "query { agent_list(limit: 10, offset: 0) { total_count items { id status addr available_slots } } }";
+
+/// The agents as `agent_list` shows them to the superadmin.
+async fn agent_list(server: &common::Server) -> Vec<serde_json::Value> {
+    let r = common::gql(
+        server,
+        (common::ADMIN_AK, common::ADMIN_SK),
+        AGENT_LIST,
+        serde_json::json!({}),
+    )
+    .await;
+    r["data"]["agent_list"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .clone()
+}
+
+fn agent_config(prefix: &str, cpu: &str) -> agent::Config {
+    let mut config = agent::Config::default();
+    config.agent.id = "i-listed".into();
+    config.rpc.listen = "tcp://127.0.0.1:0".into();
+    config.redis.url = redis_url();
+    config.redis.key_prefix = prefix.to_owned();
+    config.heartbeat.interval_ms = 100;
+    config.heartbeat.ttl_ms = 400;
+    config
+        .slots
+        .insert("cpu".into(), agent::config::SlotValue(cpu.into()));
+    config
+}
+
+#[tokio::test]
+async fn an_agent_shows_in_agent_list_goes_lost_when_killed_and_comes_back_once() {
+    let db = TestDb::new().await;
+    let prefix = db.url.rsplit('/').next().unwrap().to_owned();
+    let server = common::start_with_fixture_env(
+        &db,
+        &[
+            ("MANAGER_AGENTS__HEARTBEAT_TIMEOUT_MS", "400"),
+            ("MANAGER_AGENTS__SWEEP_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    let status_of = |items: &[serde_json::Value]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|a| {
+                (
+                    a["status"].as_str().unwrap().to_owned(),
+                    a["available_slots"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    // Registered, with its slots.
+    let mut fleet = agent::Fleet::start(agent_config(&prefix, "3"))
+        .await
+        .unwrap();
+    let first_addr = fleet.endpoints()[0].clone();
+    until(Duration::from_secs(15), "listed", || async {
+        agent_list(&server).await.len() == 1
+    })
+    .await;
+    let items = agent_list(&server).await;
+    assert_eq!(items[0]["id"], "i-listed");
+    assert_eq!(items[0]["status"], "ALIVE");
+    assert_eq!(items[0]["addr"], first_addr.as_str());
+    let slots: serde_json::Value =
+        serde_json::from_str(items[0]["available_slots"].as_str().unwrap()).unwrap();
+    assert_eq!(slots["cpu"], "3", "{slots}");
+
+    // A capacity change shows.
+    fleet.reload(agent_config(&prefix, "6")).unwrap();
+    until(Duration::from_secs(15), "capacity change", || async {
+        status_of(&agent_list(&server).await)
+            .first()
+            .is_some_and(|(_, s)| s.contains("\"6\""))
+    })
+    .await;
+
+    // Killed (no goodbye): LOST once its heartbeat expires.
+    drop(fleet);
+    until(Duration::from_secs(15), "lost", || async {
+        agent_list(&server).await[0]["status"] == "LOST"
+    })
+    .await;
+
+    // Started again, from a new address: ALIVE, still one agent, new address.
+    let fleet = agent::Fleet::start(agent_config(&prefix, "6"))
+        .await
+        .unwrap();
+    let second_addr = fleet.endpoints()[0].clone();
+    until(Duration::from_secs(15), "alive again", || async {
+        agent_list(&server).await[0]["status"] == "ALIVE"
+    })
+    .await;
+    let items = agent_list(&server).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    if second_addr != first_addr {
+        assert_eq!(items[0]["addr"], second_addr.as_str());
+    }
+    fleet.shutdown().await;
+}
