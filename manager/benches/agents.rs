@@ -8,7 +8,9 @@
 //!    as notices per second;
 //! 2. **steady state**: the manager's CPU time over `BENCH_SECONDS` (30) of
 //!    heartbeats and liveness sweeps, as a percentage of one core;
-//! 3. **RPC**: `health` calls to one agent, 32 in flight for 5 s, p50/p99.
+//! 3. **RPC**: `health` calls to one agent, 32 in flight for 5 s, p50/p99;
+//!    then, as the baseline, the same round trips over a raw ZeroMQ
+//!    DEALER/ROUTER echo (no envelope, MAC or encoding).
 //!
 //! The last line is one JSON object with `agents`,
 //! `manager_cpu_pct_of_core`, `notices_per_s`, `rpc_p50_ms`, `rpc_p99_ms`.
@@ -125,6 +127,69 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     f64::from(sorted[i]) / 1000.0
+}
+
+/// The transport alone: a raw ZeroMQ ROUTER echoing on its own thread and
+/// runtime (as an agent is another process), and one DEALER with `in_flight`
+/// messages outstanding, for `seconds`. Answers the round trips in µs.
+async fn raw_zeromq_echo(in_flight: usize, seconds: u64) -> Vec<u32> {
+    use futures::{SinkExt, StreamExt};
+    use tmq::AsZmqSocket;
+    let ctx = tmq::Context::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server_ctx = ctx.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut router = tmq::router(&server_ctx).bind("tcp://127.0.0.1:*").unwrap();
+            tx.send(router.get_socket().get_last_endpoint().unwrap().unwrap())
+                .unwrap();
+            let echo = async {
+                while let Some(Ok(msg)) = router.next().await {
+                    if router.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = echo => {}
+                _ = stop_rx => {}
+            }
+        });
+    });
+    let endpoint = rx.recv().unwrap();
+    let mut dealer = tmq::dealer(&ctx).connect(&endpoint).unwrap();
+    let start = Instant::now();
+    let until = start + Duration::from_secs(seconds);
+    let mut sent_at = vec![start; in_flight];
+    for (slot, at) in sent_at.iter_mut().enumerate() {
+        *at = Instant::now();
+        dealer
+            .send(tmq::Multipart::from(vec![slot.to_be_bytes().to_vec()]))
+            .await
+            .unwrap();
+    }
+    let mut lat = Vec::new();
+    while let Some(Ok(msg)) = dealer.next().await {
+        let slot = usize::from_be_bytes(msg[0][..8].try_into().unwrap());
+        lat.push(u32::try_from(sent_at[slot].elapsed().as_micros()).unwrap_or(u32::MAX));
+        if Instant::now() >= until {
+            if lat.len() >= in_flight {
+                break;
+            }
+            continue;
+        }
+        sent_at[slot] = Instant::now();
+        dealer.send(msg).await.unwrap();
+    }
+    let _ = stop_tx.send(());
+    server.join().unwrap();
+    lat
 }
 
 fn main() {
@@ -302,6 +367,15 @@ async fn run() {
         "rpc: health, {in_flight} in flight: {:.0} calls/s, p50 {p50:.3} ms, p99 {p99:.3} ms",
         lat.len() as f64 / 5.0
     );
+    // The same round trips over raw ZeroMQ (no envelope, MAC, MessagePack,
+    // deadlines or idempotency), measured now on the same machine.
+    let mut raw = raw_zeromq_echo(in_flight, 5).await;
+    raw.sort_unstable();
+    let (raw_p50, raw_p99) = (percentile(&raw, 0.50), percentile(&raw, 0.99));
+    println!(
+        "baseline: raw ZeroMQ echo, {in_flight} in flight: {:.0} calls/s, p50 {raw_p50:.3} ms, p99 {raw_p99:.3} ms",
+        raw.len() as f64 / 5.0
+    );
     drop(fleet);
     drop(server);
     println!(
@@ -314,6 +388,9 @@ async fn run() {
             "rpc_p99_ms": (p99 * 1000.0).round() / 1000.0,
             "agents_cpu_pct_of_core": (fleet_pct * 10.0).round() / 10.0,
             "agents_lost": lost,
+            "raw_zeromq_p50_ms": (raw_p50 * 1000.0).round() / 1000.0,
+            "raw_zeromq_p99_ms": (raw_p99 * 1000.0).round() / 1000.0,
+            "rpc_p99_vs_raw": ((p99 / raw_p99.max(0.001)) * 100.0).round() / 100.0,
         })
     );
 }
