@@ -9,11 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, gql, start_with_fixture as start};
-use manager_events::agent::{self, AgentCapacity, AgentDescription, AgentEvent};
-use manager_events::codec::encode;
+use common::{
+    ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, emit, gql, hold_sweeper,
+    start_with_fixture as start,
+};
+use manager_events::EventStore;
+use manager_events::agent::{AgentCapacity, AgentDescription, AgentEvent};
 use manager_events::testing::TestDb;
-use manager_events::{AppendBatch, EventStore, ExpectedVersion, NewEvent};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -33,41 +35,6 @@ const AGENT: &str = "query($agent_id: String!) { agent(agent_id: $agent_id) {
   architecture first_contact lost_at live_stat version compute_plugins hardware_metadata
   auto_terminate_abusing_kernel local_config container_count mem_slots cpu_slots gpu_slots
   tpu_slots used_mem_slots used_cpu_slots used_gpu_slots used_tpu_slots cpu_cur_pct mem_cur_bytes } }";
-
-/// Holds the liveness sweeper's lock, as another manager acting as the
-/// sweeper would: the manager under test then never turns these agents,
-/// which have no heartbeat keys in Redis, into `AgentLost`. The read side
-/// shows the log as it is; these tests write the log themselves.
-async fn hold_sweeper(db: &TestDb) -> diesel_async::AsyncPgConnection {
-    use diesel_async::SimpleAsyncConnection;
-    let mut conn = db.connection().await;
-    conn.batch_execute(&format!(
-        "SELECT pg_advisory_lock({})",
-        manager_command::agent::sweeper::SWEEPER_LOCK
-    ))
-    .await
-    .unwrap();
-    conn
-}
-
-async fn emit(store: &EventStore, id: &str, events: &[AgentEvent]) {
-    let new = events
-        .iter()
-        .map(|e| {
-            let (t, p) = encode(e).unwrap();
-            NewEvent::new(t, p)
-        })
-        .collect();
-    store
-        .append(AppendBatch::single(
-            agent::stream_id(id),
-            agent::STREAM_TYPE,
-            ExpectedVersion::Any,
-            new,
-        ))
-        .await
-        .unwrap();
-}
 
 async fn register(store: &EventStore, id: &str, group: &str) {
     let event = AgentEvent::AgentRegistered {

@@ -6,47 +6,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use common::{ADMIN_AK, ADMIN_SK, Server, start_with_fixture};
+use common::{ADMIN_AK, ADMIN_SK, cli, start_with_fixture};
 use manager_events::testing::TestDb;
-
-fn client() -> PathBuf {
-    let path = std::env::var_os("BACKENDAI_CLIENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../.client-venv/bin/backend.ai"
-            ))
-        });
-    assert!(
-        path.exists(),
-        "the official client is not installed at {}: run `just client-venv` (or set BACKENDAI_CLIENT)",
-        path.display()
-    );
-    path
-}
-
-/// Runs the CLI in API mode against `server`; returns (success, stdout + stderr).
-fn cli(server: &Server, ak: &str, sk: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(client())
-        .args(args)
-        .env("BACKEND_ENDPOINT", &server.base)
-        .env("BACKEND_ENDPOINT_TYPE", "api")
-        .env("BACKEND_ACCESS_KEY", ak)
-        .env("BACKEND_SECRET_KEY", sk)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[tokio::test]
 async fn the_official_cli_talks_to_the_manager() {

@@ -9,88 +9,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, gql, start_with_fixture};
-use manager_events::agent::{self, AgentCapacity, AgentDescription, AgentEvent};
-use manager_events::codec::encode;
+use common::{
+    ADMIN_AK, ADMIN_SK, USER_AK, USER_SK, cli, emit, gql, hold_sweeper, start_with_fixture,
+};
+use manager_events::agent::{AgentCapacity, AgentDescription, AgentEvent};
 use manager_events::testing::TestDb;
-use manager_events::{AppendBatch, EventStore, ExpectedVersion, NewEvent};
 use serde_json::json;
 use uuid::Uuid;
-
-fn client() -> PathBuf {
-    let path = std::env::var_os("BACKENDAI_CLIENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../.client-venv/bin/backend.ai"
-            ))
-        });
-    assert!(
-        path.exists(),
-        "the official client is not installed at {}: run `just client-venv` (or set BACKENDAI_CLIENT)",
-        path.display()
-    );
-    path
-}
-
-/// Runs the CLI in API mode against `server`; returns (success, stdout + stderr).
-fn cli(server: &Server, ak: &str, sk: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(client())
-        .args(args)
-        .env("BACKEND_ENDPOINT", &server.base)
-        .env("BACKEND_ENDPOINT_TYPE", "api")
-        .env("BACKEND_ACCESS_KEY", ak)
-        .env("BACKEND_SECRET_KEY", sk)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Holds the liveness sweeper's lock, as another manager acting as the
-/// sweeper would: the manager under test then never turns these agents,
-/// which have no heartbeat keys in Redis, into `AgentLost`. The read side
-/// shows the log as it is; these tests write the log themselves.
-async fn hold_sweeper(db: &TestDb) -> diesel_async::AsyncPgConnection {
-    use diesel_async::SimpleAsyncConnection;
-    let mut conn = db.connection().await;
-    conn.batch_execute(&format!(
-        "SELECT pg_advisory_lock({})",
-        manager_command::agent::sweeper::SWEEPER_LOCK
-    ))
-    .await
-    .unwrap();
-    conn
-}
-
-async fn emit(store: &EventStore, id: &str, events: &[AgentEvent]) {
-    let new = events
-        .iter()
-        .map(|e| {
-            let (t, p) = encode(e).unwrap();
-            NewEvent::new(t, p)
-        })
-        .collect();
-    store
-        .append(AppendBatch::single(
-            agent::stream_id(id),
-            agent::STREAM_TYPE,
-            ExpectedVersion::Any,
-            new,
-        ))
-        .await
-        .unwrap();
-}
 
 fn registered(id: &str, cpu: &str, mem: &str) -> AgentEvent {
     AgentEvent::AgentRegistered {

@@ -245,3 +245,82 @@ pub async fn log_head(db: &TestDb) -> i64 {
         .unwrap();
     head.n
 }
+
+/// The official CLI (`backend.ai-client` 23.9.10 from `just client-venv`, or
+/// `BACKENDAI_CLIENT`).
+pub fn client() -> std::path::PathBuf {
+    let path = std::env::var_os("BACKENDAI_CLIENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../.client-venv/bin/backend.ai"
+            ))
+        });
+    assert!(
+        path.exists(),
+        "the official client is not installed at {}: run `just client-venv` (or set BACKENDAI_CLIENT)",
+        path.display()
+    );
+    path
+}
+
+/// Runs the CLI in API mode against `server`; returns (success, stdout + stderr).
+pub fn cli(server: &Server, ak: &str, sk: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(client())
+        .args(args)
+        .env("BACKEND_ENDPOINT", &server.base)
+        .env("BACKEND_ENDPOINT_TYPE", "api")
+        .env("BACKEND_ACCESS_KEY", ak)
+        .env("BACKEND_SECRET_KEY", sk)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Holds the liveness sweeper's lock, as another manager acting as the
+/// sweeper would: the manager under test then never turns agents without
+/// heartbeat keys in Redis into `AgentLost`. For tests that write agent
+/// events to the log themselves.
+pub async fn hold_sweeper(db: &TestDb) -> diesel_async::AsyncPgConnection {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = db.connection().await;
+    conn.batch_execute(&format!(
+        "SELECT pg_advisory_lock({})",
+        manager_command::agent::sweeper::SWEEPER_LOCK
+    ))
+    .await
+    .unwrap();
+    conn
+}
+
+/// Appends `events` to agent `id`'s stream, as the write side records them.
+pub async fn emit(
+    store: &manager_events::EventStore,
+    id: &str,
+    events: &[manager_events::agent::AgentEvent],
+) {
+    use manager_events::{AppendBatch, ExpectedVersion, NewEvent, agent, codec::encode};
+    let new = events
+        .iter()
+        .map(|e| {
+            let (t, p) = encode(e).unwrap();
+            NewEvent::new(t, p)
+        })
+        .collect();
+    store
+        .append(AppendBatch::single(
+            agent::stream_id(id),
+            agent::STREAM_TYPE,
+            ExpectedVersion::Any,
+            new,
+        ))
+        .await
+        .unwrap();
+}
