@@ -159,3 +159,29 @@ async fn template_exists(conn: &mut AsyncPgConnection, template: &str) -> bool {
         .expect("look up the template")
         .is_empty()
 }
+
+/// Appends `events` (any aggregate's vocabulary) to one stream in one
+/// transaction, whatever its version: for tests that write the log directly.
+pub async fn emit<E: serde::Serialize>(
+    store: &EventStore,
+    stream_id: String,
+    stream_type: &str,
+    events: &[E],
+) {
+    let new = events
+        .iter()
+        .map(|e| {
+            let (event_type, payload) = crate::codec::encode(e).expect("a test event encodes");
+            crate::NewEvent::new(event_type, payload)
+        })
+        .collect();
+    store
+        .append(crate::AppendBatch::single(
+            stream_id,
+            stream_type,
+            crate::ExpectedVersion::Any,
+            new,
+        ))
+        .await
+        .expect("the test append succeeds");
+}

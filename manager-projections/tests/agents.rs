@@ -7,32 +7,16 @@ use std::sync::Arc;
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Nullable, Text};
 use diesel_async::RunQueryDsl;
+use manager_events::EventStore;
 use manager_events::agent::{self, AgentCapacity, AgentDescription, AgentEvent};
-use manager_events::codec::encode;
 use manager_events::testing::TestDb;
-use manager_events::{AppendBatch, EventStore, ExpectedVersion, NewEvent};
 use manager_projections::ProjectionRunner;
 use manager_projections::agents::AgentsProjector;
 use uuid::Uuid;
 
 /// Appends `events` to agent `id`'s stream, in one transaction.
 async fn emit(store: &EventStore, id: &str, events: &[AgentEvent]) {
-    let new = events
-        .iter()
-        .map(|e| {
-            let (t, p) = encode(e).unwrap();
-            NewEvent::new(t, p)
-        })
-        .collect();
-    store
-        .append(AppendBatch::single(
-            agent::stream_id(id),
-            agent::STREAM_TYPE,
-            ExpectedVersion::Any,
-            new,
-        ))
-        .await
-        .unwrap();
+    manager_events::testing::emit(store, agent::stream_id(id), agent::STREAM_TYPE, events).await;
 }
 
 fn description(addr: &str, group: &str) -> AgentDescription {

@@ -510,31 +510,6 @@ async fn a_rebuild_replaces_the_tables_while_queries_keep_getting_consistent_ans
     assert_eq!(schemas.n, 0);
 }
 
-/// Appends `events` to a stream of any aggregate.
-async fn emit_any<E: serde::Serialize>(
-    store: &EventStore,
-    stream_id: String,
-    stream_type: &str,
-    events: &[E],
-) {
-    let new = events
-        .iter()
-        .map(|e| {
-            let (t, p) = encode(e).unwrap();
-            NewEvent::new(t, p)
-        })
-        .collect();
-    store
-        .append(AppendBatch::single(
-            stream_id,
-            stream_type,
-            ExpectedVersion::Any,
-            new,
-        ))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn the_user_and_project_policy_read_models_follow_the_log() {
     use manager_events::project_policy::{self, ProjectPolicyEvent, ProjectPolicyFields};
@@ -550,7 +525,7 @@ async fn the_user_and_project_policy_read_models_follow_the_log() {
     let user = |name: &str, events: Vec<UserPolicyEvent>| {
         let store = store.clone();
         let id = user_policy::stream_id(name);
-        async move { emit_any(&store, id, user_policy::STREAM_TYPE, &events).await }
+        async move { manager_events::testing::emit(&store, id, user_policy::STREAM_TYPE, &events).await }
     };
     user(
         "default",
@@ -584,7 +559,7 @@ async fn the_user_and_project_policy_read_models_follow_the_log() {
         max_quota_scope_size: -1,
         max_network_count: 3,
     };
-    emit_any(
+    manager_events::testing::emit(
         &store,
         project_policy::stream_id("default"),
         project_policy::STREAM_TYPE,
@@ -666,7 +641,7 @@ async fn the_user_and_project_policy_read_models_follow_the_log() {
     );
 
     // Deleting the project policy removes its row; a rebuild gives the same.
-    emit_any(
+    manager_events::testing::emit(
         &store,
         project_policy::stream_id("default"),
         project_policy::STREAM_TYPE,
@@ -721,7 +696,7 @@ async fn the_resource_presets_read_model_follows_the_log() {
     let preset = |name: &'static str, events: Vec<ResourcePresetEvent>| {
         let store = store.clone();
         async move {
-            emit_any(
+            manager_events::testing::emit(
                 &store,
                 resource_preset::stream_id(name),
                 resource_preset::STREAM_TYPE,

@@ -306,21 +306,6 @@ pub async fn emit(
     id: &str,
     events: &[manager_events::agent::AgentEvent],
 ) {
-    use manager_events::{AppendBatch, ExpectedVersion, NewEvent, agent, codec::encode};
-    let new = events
-        .iter()
-        .map(|e| {
-            let (t, p) = encode(e).unwrap();
-            NewEvent::new(t, p)
-        })
-        .collect();
-    store
-        .append(AppendBatch::single(
-            agent::stream_id(id),
-            agent::STREAM_TYPE,
-            ExpectedVersion::Any,
-            new,
-        ))
-        .await
-        .unwrap();
+    use manager_events::agent;
+    manager_events::testing::emit(store, agent::stream_id(id), agent::STREAM_TYPE, events).await;
 }
