@@ -96,6 +96,7 @@ fn kinds(events: &[AgentEvent]) -> Vec<&'static str> {
             AgentEvent::AgentStopped { .. } => "stopped",
             AgentEvent::AgentRejoined { .. } => "rejoined",
             AgentEvent::AgentDecommissioned { .. } => "decommissioned",
+            AgentEvent::KernelsPlaced { .. } => "placed",
         })
         .collect()
 }

@@ -139,6 +139,17 @@ pub enum AgentEvent {
         /// Why (`heartbeat-resumed`, `self-started`).
         reason: String,
     },
+    /// The scheduler placed kernels of a session here: their slots are
+    /// taken until each kernel's own transition on the session's stream
+    /// frees them (see [`crate::session`]). Appended atomically with the
+    /// session's `SessionScheduled`, against this stream's version, so two
+    /// schedulers can never promise the same capacity twice.
+    KernelsPlaced {
+        /// The session.
+        session_id: Uuid,
+        /// The slots each kernel takes.
+        kernels: BTreeMap<Uuid, BTreeMap<String, String>>,
+    },
     /// An operator removed it from the cluster. Its heartbeats alone do not
     /// bring it back; if its process starts again (an `agent_started`
     /// notice) it rejoins.

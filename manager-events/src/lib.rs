@@ -17,7 +17,7 @@
 //! - [`codec`]: how typed domain events become log entries and back.
 //! - [`domain`], [`project`], [`user`], [`keypair`], [`policy`],
 //!   [`user_policy`], [`project_policy`], [`scaling_group`], [`agent`],
-//!   [`resource_preset`], [`reservation`]: the vocabulary of each aggregate
+//!   [`resource_preset`], [`reservation`], [`image`], [`session`]: the vocabulary of each aggregate
 //!   (its events and fields); one module per noun joins them as the domain grows.
 //! - [`slots`]: the known resource slots and exact slot arithmetic.
 //! - [`migrations`]: the embedded schema.
@@ -56,6 +56,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod event;
+pub mod image;
 pub mod keypair;
 pub mod migrations;
 pub mod policy;
@@ -68,6 +69,7 @@ pub mod reservation;
 pub mod resource_preset;
 pub mod scaling_group;
 pub mod secrets;
+pub mod session;
 pub mod slots;
 pub mod snapshot;
 pub mod store;

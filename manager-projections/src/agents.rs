@@ -146,6 +146,9 @@ async fn apply_one(conn: &mut AsyncPgConnection, e: &RecordedEvent) -> Result<()
         AgentEvent::AgentDecommissioned { .. } => {
             set_status(conn, id, AgentStatus::Decommissioned, None, e).await?;
         }
+        // Occupancy is the sessions' business: their projector keeps
+        // `occupied_slots` from the kernels that hold each agent's slots.
+        AgentEvent::KernelsPlaced { .. } => {}
         AgentEvent::AgentRejoined { instance, addr, .. } => {
             manager_events::prepared(
                 "UPDATE agents SET status = $2, status_changed = $3, lost_at = NULL, addr = $4, \

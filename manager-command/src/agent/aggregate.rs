@@ -230,6 +230,9 @@ impl Aggregate for Agent {
             AgentEvent::AgentDecommissioned { .. } => {
                 self.status = Some(AgentStatus::Decommissioned)
             }
+            // Placements are the scheduler's account (they only move this
+            // stream's version, which fences concurrent schedulers).
+            AgentEvent::KernelsPlaced { .. } => {}
         }
     }
 
