@@ -21,6 +21,7 @@
 //! - [`keypair`]: the keypair aggregate, key generation and sealing, and the
 //!   workflows that keep a keypair and its owner consistent.
 //! - [`project`]: projects (the reference's groups) and their members.
+//! - [`image`]: images, their aliases (reservations) and `resolve_image`.
 //! - [`policy`]: keypair resource policies.
 //! - [`user_policy`], [`project_policy`]: user and project resource policies
 //!   (vfolder, quota-scope, model-service, image and network limits).
@@ -43,6 +44,7 @@ pub mod aggregate;
 pub mod auth;
 pub mod domain;
 pub mod handler;
+pub mod image;
 pub mod keypair;
 pub mod policy;
 pub mod project;

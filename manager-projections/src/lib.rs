@@ -22,11 +22,13 @@
 //! - [`presets`]: the `resource_presets` read model.
 //! - [`scaling_groups`]: scaling groups and their associations.
 //! - [`agents`]: the `agents` read model (status, description, capacity).
+//! - [`images`]: the `images` and `image_aliases` read models.
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
 pub mod agents;
 pub mod domains;
+pub mod images;
 pub mod keypairs;
 pub mod policies;
 pub mod presets;
@@ -54,5 +56,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(project_policies::ProjectPoliciesProjector),
         std::sync::Arc::new(presets::ResourcePresetsProjector),
         std::sync::Arc::new(agents::AgentsProjector),
+        std::sync::Arc::new(images::ImagesProjector),
     ]
 }

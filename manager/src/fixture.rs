@@ -1,8 +1,8 @@
 //! Fixture files: domains, users, keypairs, projects, resource policies,
-//! scaling groups and resource presets to create at start-up (the default
-//! admin and user of a development cluster) — created by commands, so they
-//! are events like everything else. Populating skips what exists, so it can
-//! run on every `just run`.
+//! scaling groups, resource presets and images to create at start-up (the
+//! default admin and user of a development cluster) — created by commands,
+//! so they are events like everything else. Populating skips what exists, so
+//! it can run on every `just run`.
 
 use std::fmt;
 
@@ -10,6 +10,7 @@ use anyhow::{Context, anyhow};
 use manager_command::aggregate::Aggregate;
 use manager_command::domain::{self, Domain, DomainCommand, DomainFields};
 use manager_command::handler::CommandHandler;
+use manager_command::image::{self, AliasImage, Image, ImageFields, RegisterImage};
 use manager_command::keypair::{self, CreateKeypair, Keypair, NewKeypair};
 use manager_command::policy::{KeypairPolicy, KeypairPolicyCommand, default_fields};
 use manager_command::project::{AddProjectMembers, CreateProject, ProjectFields};
@@ -61,6 +62,96 @@ pub struct Fixture {
     /// Resource presets to create.
     #[serde(default)]
     pub resource_presets: Vec<FixturePreset>,
+    /// Images to register, with their aliases.
+    #[serde(default)]
+    pub images: Vec<FixtureImage>,
+}
+
+/// An image of a fixture (registered as a registry scan would).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureImage {
+    /// Canonical name, `registry/image:tag`.
+    pub name: String,
+    /// CPU architecture (default `x86_64`).
+    #[serde(default = "default_architecture")]
+    pub architecture: String,
+    /// The registry's name (`cr.backend.ai`).
+    pub registry: String,
+    /// The repository within it (`stable/python`).
+    pub image: String,
+    /// The tag.
+    pub tag: String,
+    /// Content digest of the image config.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// `compute` (default), `system` or `service`.
+    #[serde(default = "default_image_kind")]
+    pub kind: String,
+    /// Docker labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Slot name → bounds; amounts are JSON strings or numbers, `mem` in
+    /// bytes; `max` left out is unbounded.
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, FixtureSlotLimits>,
+    /// Aliases that name it (`python`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// The bounds of one slot of a [`FixtureImage`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureSlotLimits {
+    /// The least a kernel may ask for (default 0).
+    #[serde(default)]
+    pub min: Option<serde_json::Value>,
+    /// The most a kernel may ask for (default unbounded).
+    #[serde(default)]
+    pub max: Option<serde_json::Value>,
+}
+
+fn default_architecture() -> String {
+    image::DEFAULT_ARCHITECTURE.to_owned()
+}
+
+fn default_image_kind() -> String {
+    "compute".to_owned()
+}
+
+impl FixtureImage {
+    fn fields(&self) -> anyhow::Result<ImageFields> {
+        let amount = |slot: &str, which: &str, v: &Option<serde_json::Value>| match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => decimal(v).map(Some).with_context(|| {
+                format!("image {}: the {which} of {slot} is not a number", self.name)
+            }),
+        };
+        let mut resources = std::collections::BTreeMap::new();
+        for (slot, limits) in &self.resources {
+            resources.insert(
+                slot.clone(),
+                image::SlotLimits {
+                    min: amount(slot, "min", &limits.min)?.unwrap_or_else(|| "0".to_owned()),
+                    max: amount(slot, "max", &limits.max)?,
+                },
+            );
+        }
+        Ok(ImageFields {
+            registry: self.registry.clone(),
+            image: self.image.clone(),
+            tag: self.tag.clone(),
+            config_digest: self.digest.clone(),
+            size_bytes: self.size_bytes,
+            kind: self.kind.clone(),
+            labels: self.labels.clone(),
+            resources,
+        })
+    }
 }
 
 /// A user resource policy of a fixture; limits left out take the
@@ -230,6 +321,9 @@ pub struct FixtureDomain {
     /// Its description.
     #[serde(default)]
     pub description: String,
+    /// Registries whose images its sessions may use (`cr.backend.ai`).
+    #[serde(default)]
+    pub allowed_docker_registries: Vec<String>,
 }
 
 /// A user of a fixture.
@@ -368,6 +462,7 @@ pub async fn populate(
         let fields = DomainFields {
             description: d.description.clone(),
             is_active: true,
+            allowed_docker_registries: d.allowed_docker_registries.clone(),
             ..DomainFields::default()
         };
         handler
@@ -602,5 +697,66 @@ pub async fn populate(
         )
         .await?;
     }
+    for i in &fixture.images {
+        populate_image(&handler, &mut report, i).await?;
+    }
     Ok(report)
+}
+
+/// Registers an image with its aliases unless it is registered; adds the
+/// aliases that name no image yet (an alias that names another image is
+/// left where it is, as anything else that exists).
+async fn populate_image(
+    handler: &CommandHandler,
+    report: &mut Report,
+    i: &FixtureImage,
+) -> anyhow::Result<()> {
+    let id = image::stream_id(&i.name, &i.architecture);
+    let (existing, _) = handler
+        .load::<Image>(&id)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut free = Vec::new();
+    for alias in &i.aliases {
+        let (held, _) = handler
+            .load::<Reservation>(&reservation::stream_id(image::ALIAS_SCOPE, alias))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        match held.holder {
+            None => free.push(alias.clone()),
+            Some(_) => report.existing.push(format!("image alias {alias}")),
+        }
+    }
+    if !existing.live() {
+        let register = RegisterImage {
+            canonical: i.name.clone(),
+            architecture: i.architecture.clone(),
+            fields: i.fields()?,
+            aliases: free.clone(),
+        };
+        handler
+            .transact(&register, meta("image"))
+            .await
+            .map_err(|p| anyhow!("image {}: {p}", i.name))?;
+        report.created.push(if free.is_empty() {
+            format!("image {}", i.name)
+        } else {
+            format!("image {} (aliases {})", i.name, free.join(", "))
+        });
+    } else {
+        report.existing.push(format!("image {}", i.name));
+        for alias in &free {
+            let command = AliasImage {
+                alias: alias.clone(),
+                canonical: i.name.clone(),
+                architecture: i.architecture.clone(),
+            };
+            handler
+                .transact(&command, meta("image-alias"))
+                .await
+                .map_err(|p| anyhow!("image alias {alias}: {p}"))?;
+            report.created.push(format!("image alias {alias}"));
+        }
+    }
+    Ok(())
 }

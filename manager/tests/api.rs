@@ -227,7 +227,7 @@ async fn signed_requests_from_the_default_fixture() {
 #[tokio::test]
 async fn the_fixture_is_idempotent() {
     let db = TestDb::new().await;
-    for expect in ["created 13", "created 0"] {
+    for expect in ["created 14", "created 0"] {
         let out = manager(&db)
             .args(["fixture", "populate", "fixtures/default.json"])
             .output()

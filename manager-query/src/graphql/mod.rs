@@ -12,6 +12,7 @@
 mod agents;
 mod cache;
 mod eager;
+mod images;
 mod mutation;
 mod query;
 mod scalars;

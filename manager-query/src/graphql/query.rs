@@ -1191,6 +1191,25 @@ impl Query {
         Ok(rows.into_iter().map(Some).collect())
     }
 
+    /// The images the caller may see (see `images.rs` for the scoping and
+    /// filters).
+    async fn images(
+        ctx: &Context,
+        is_installed: Option<bool>,
+        is_operation: juniper::Nullable<bool>,
+    ) -> FieldResult<Vec<Option<super::images::Image>>> {
+        super::images::images(ctx, is_installed, is_operation).await
+    }
+
+    /// The image an alias or canonical name names, or null.
+    async fn image(
+        ctx: &Context,
+        reference: String,
+        architecture: Option<String>,
+    ) -> FieldResult<Option<super::images::Image>> {
+        super::images::image(ctx, reference, architecture).await
+    }
+
     /// An agent, or null (superadmins).
     async fn agent(ctx: &Context, agent_id: String) -> FieldResult<Option<Agent>> {
         agents::agent(ctx, agent_id).await

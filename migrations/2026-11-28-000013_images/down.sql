@@ -1,0 +1,2 @@
+DROP TABLE image_aliases;
+DROP TABLE images;
