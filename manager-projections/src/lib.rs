@@ -23,6 +23,8 @@
 //! - [`scaling_groups`]: scaling groups and their associations.
 //! - [`agents`]: the `agents` read model (status, description, capacity).
 //! - [`images`]: the `images` and `image_aliases` read models.
+//! - [`sessions`]: the `sessions`, `kernels`, `session_dependencies` and
+//!   `agent_occupancy` read models.
 //! - [`rebuild`]: replaying a projector into fresh tables while the old ones
 //!   keep serving, then swapping them in atomically.
 
@@ -37,6 +39,7 @@ pub mod projects;
 pub mod rebuild;
 pub mod runner;
 pub mod scaling_groups;
+pub mod sessions;
 mod support;
 pub mod user_policies;
 pub mod users;
@@ -57,5 +60,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(presets::ResourcePresetsProjector),
         std::sync::Arc::new(agents::AgentsProjector),
         std::sync::Arc::new(images::ImagesProjector),
+        std::sync::Arc::new(sessions::SessionsProjector),
     ]
 }

@@ -11,8 +11,9 @@
 //! carry no address, region or version, and their `filter` and `order`
 //! accept only the fields a summary shows.
 //!
-//! Every field is read from the `agents` read model (or is a constant while
-//! live statistics are not collected), so responses may be kept by the
+//! Every field is read from the `agents` read model, `occupied_slots` from
+//! `agent_occupancy` (kept by the sessions' projector), or is a constant
+//! while live statistics are not collected, so responses may be kept by the
 //! response cache. A field that comes to read Redis or ask an agent must
 //! keep its responses out of it (see `cache.rs`).
 
@@ -41,7 +42,7 @@ pub const AGENT_FIELDS: Fields = Fields(&[
     Field::new("lost_at", "a.lost_at", FieldType::Timestamp),
     Field::new("version", "a.version", FieldType::Text),
     Field::order_only("available_slots", "a.available_slots", FieldType::Text),
-    Field::order_only("occupied_slots", "a.occupied_slots", FieldType::Text),
+    Field::order_only("occupied_slots", OCCUPIED, FieldType::Text),
 ]);
 
 /// Filterable and orderable fields of `agent_summary_list`: only what a
@@ -53,7 +54,7 @@ pub const AGENT_SUMMARY_FIELDS: Fields = Fields(&[
     Field::new("schedulable", "a.schedulable", FieldType::Bool),
     Field::new("architecture", "a.architecture", FieldType::Text),
     Field::order_only("available_slots", "a.available_slots", FieldType::Text),
-    Field::order_only("occupied_slots", "a.occupied_slots", FieldType::Text),
+    Field::order_only("occupied_slots", OCCUPIED, FieldType::Text),
 ]);
 
 /// The statuses `status` arguments accept: the reference's, and ours.
@@ -68,12 +69,20 @@ const STATUSES: &[&str] = &[
 /// Pages are ordered by id unless the client orders them (and ties by id).
 const DEFAULT_ORDER: &str = "a.id";
 
+/// What an agent's kernels hold: kept in `agent_occupancy` by the sessions'
+/// projector (an agent holding nothing has no row there, and reads `{}`).
+const OCCUPIED: &str = "coalesce(o.occupied_slots, '{}'::jsonb)";
+
+/// Agents with what their kernels hold.
+const AGENTS_FROM: &str = "agents a LEFT JOIN agent_occupancy o ON o.agent_id = a.id";
+
 const AGENT_COLUMNS: &str = "a.id, a.status, a.status_changed, a.first_contact, a.lost_at, a.region, \
-    a.scaling_group, a.schedulable, a.available_slots, a.occupied_slots, a.addr, a.version, \
+    a.scaling_group, a.schedulable, a.available_slots, \
+    coalesce(o.occupied_slots, '{}'::jsonb) AS occupied_slots, a.addr, a.version, \
     a.architecture, a.compute_plugins, a.auto_terminate_abusing_kernel";
 
 const SUMMARY_COLUMNS: &str = "a.id, a.status, a.scaling_group, a.schedulable, a.available_slots, \
-    a.occupied_slots, a.architecture";
+    coalesce(o.occupied_slots, '{}'::jsonb) AS occupied_slots, a.architecture";
 
 /// A row of `agents`.
 #[derive(Debug, QueryableByName)]
@@ -253,7 +262,9 @@ pub(super) async fn agent(ctx: &Context, agent_id: String) -> FieldResult<Option
     let mut conds = Conditions::default();
     conds.bind("a.id = {}", Param::Text(agent_id));
     let mut conn = ctx.connection().await?;
-    let rows: Vec<AgentRow> = conds.load(&mut conn, AGENT_COLUMNS, "agents a", "").await?;
+    let rows: Vec<AgentRow> = conds
+        .load(&mut conn, AGENT_COLUMNS, AGENTS_FROM, "")
+        .await?;
     Ok(rows.into_iter().next().map(Agent::from))
 }
 
@@ -280,7 +291,7 @@ pub(super) async fn agent_list(
         &mut conn,
         conds,
         AGENT_COLUMNS,
-        "agents a",
+        AGENTS_FROM,
         order.as_deref(),
         &AGENT_FIELDS,
         DEFAULT_ORDER,
@@ -304,7 +315,7 @@ pub(super) async fn agent_summary(
     scope_summaries(ctx, &mut conds);
     let mut conn = ctx.connection().await?;
     let rows: Vec<SummaryRow> = conds
-        .load(&mut conn, SUMMARY_COLUMNS, "agents a", "")
+        .load(&mut conn, SUMMARY_COLUMNS, AGENTS_FROM, "")
         .await?;
     Ok(rows.into_iter().next().map(AgentSummary::from))
 }
@@ -332,7 +343,7 @@ pub(super) async fn agent_summary_list(
         &mut conn,
         conds,
         SUMMARY_COLUMNS,
-        "agents a",
+        AGENTS_FROM,
         order.as_deref(),
         &AGENT_SUMMARY_FIELDS,
         DEFAULT_ORDER,

@@ -16,6 +16,7 @@ mod images;
 mod mutation;
 mod query;
 mod scalars;
+mod sessions;
 mod sql;
 mod types;
 

@@ -14,6 +14,7 @@ use super::Context;
 use super::Eager;
 use super::agents;
 use super::scalars::{BigInt as GqlBigInt, DateTime, JsonString};
+use super::sessions;
 use super::sql::{Conditions, gql_error, page};
 use super::types::{
     Agent, AgentList, AgentSummary, AgentSummaryList, Domain, Group, KeyPair, KeyPairList,
@@ -1251,6 +1252,70 @@ impl Query {
         status: Option<String>,
     ) -> FieldResult<Option<Eager<AgentSummaryList>>> {
         agents::agent_summary_list(ctx, limit, offset, filter, order, scaling_group, status)
+            .await
+            .map(Some)
+    }
+
+    /// A compute session the caller may see, or null (users: their
+    /// keypair's; domain admins: their domain's; superadmins: any).
+    async fn compute_session<S: ScalarValue>(
+        ctx: &Context,
+        executor: &Executor<'_, '_, Context, S>,
+        id: Uuid,
+    ) -> FieldResult<Option<Eager<sessions::ComputeSession>>> {
+        let needs = sessions::Needs::of_session(&executor.look_ahead());
+        sessions::compute_session(ctx, needs, id).await
+    }
+
+    /// A page of the compute sessions the caller may see; `status` is
+    /// session status names, comma-separated.
+    #[allow(clippy::too_many_arguments)]
+    async fn compute_session_list<S: ScalarValue>(
+        ctx: &Context,
+        executor: &Executor<'_, '_, Context, S>,
+        limit: i32,
+        offset: i32,
+        filter: Option<String>,
+        order: Option<String>,
+        domain_name: Option<String>,
+        group_id: Option<String>,
+        access_key: Option<String>,
+        status: Option<String>,
+    ) -> FieldResult<Option<Eager<sessions::ComputeSessionList>>> {
+        let needs = sessions::Needs::of_list(&executor.look_ahead());
+        let args = sessions::SessionListArgs {
+            filter,
+            order,
+            domain_name,
+            group_id,
+            access_key,
+            status,
+        };
+        sessions::compute_session_list(ctx, needs, limit, offset, args)
+            .await
+            .map(Some)
+    }
+
+    /// A container (kernel) of a session the caller may see, or null.
+    async fn compute_container(
+        ctx: &Context,
+        id: Uuid,
+    ) -> FieldResult<Option<sessions::ComputeContainer>> {
+        sessions::compute_container(ctx, id).await
+    }
+
+    /// A page of one session's containers (the main one first), if the
+    /// caller may see the session; `role` is a cluster role (`main`, `sub`).
+    async fn compute_container_list(
+        ctx: &Context,
+        limit: i32,
+        offset: i32,
+        filter: Option<String>,
+        order: Option<String>,
+        session_id: ID,
+        role: Option<String>,
+    ) -> FieldResult<Option<Eager<sessions::ComputeContainerList>>> {
+        sessions::compute_container_list(ctx, limit, offset, filter, order, &session_id, role)
             .await
             .map(Some)
     }

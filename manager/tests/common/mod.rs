@@ -309,3 +309,87 @@ pub async fn emit(
     use manager_events::agent;
     manager_events::testing::emit(store, agent::stream_id(id), agent::STREAM_TYPE, events).await;
 }
+
+/// Appends `events` to session `id`'s stream, as the write side records them.
+pub async fn emit_session(
+    store: &manager_events::EventStore,
+    id: uuid::Uuid,
+    events: &[manager_events::session::SessionEvent],
+) {
+    use manager_events::session;
+    manager_events::testing::emit(store, session::stream_id(id), session::STREAM_TYPE, events)
+        .await;
+}
+
+/// Places session `id`'s kernels as the scheduler does: the session's
+/// `SessionScheduled` and each agent's `KernelsPlaced` (every kernel taking
+/// `slots`) in one append. `on` is (kernel, agent id).
+pub async fn place_session(
+    store: &manager_events::EventStore,
+    id: uuid::Uuid,
+    on: &[(uuid::Uuid, &str)],
+    slots: &std::collections::BTreeMap<String, String>,
+) {
+    use std::collections::BTreeMap;
+
+    use manager_events::agent::{self, AgentEvent};
+    use manager_events::session::{self, KernelPlacement, SessionEvent};
+    use manager_events::{AppendBatch, ExpectedVersion, NewEvent};
+
+    fn new_event<E: serde::Serialize>(e: &E) -> NewEvent {
+        let (t, p) = manager_events::codec::encode(e).unwrap();
+        NewEvent::new(t, p)
+    }
+    let scheduled = SessionEvent::SessionScheduled {
+        scaling_group: "default".into(),
+        kernels: on
+            .iter()
+            .map(|(k, a)| KernelPlacement {
+                kernel_id: *k,
+                agent_id: (*a).into(),
+                agent_addr: format!("tcp://{a}.local:6011"),
+            })
+            .collect(),
+    };
+    let mut batch = AppendBatch::new().stream(
+        session::stream_id(id),
+        session::STREAM_TYPE,
+        ExpectedVersion::Any,
+        vec![new_event(&scheduled)],
+    );
+    let mut per_agent: BTreeMap<&str, BTreeMap<uuid::Uuid, BTreeMap<String, String>>> =
+        BTreeMap::new();
+    for (k, a) in on {
+        per_agent.entry(a).or_default().insert(*k, slots.clone());
+    }
+    for (a, kernels) in per_agent {
+        batch = batch.stream(
+            agent::stream_id(a),
+            agent::STREAM_TYPE,
+            ExpectedVersion::Any,
+            vec![new_event(&AgentEvent::KernelsPlaced {
+                session_id: id,
+                kernels,
+            })],
+        );
+    }
+    store.append(batch).await.unwrap();
+}
+
+/// The session scheduler's advisory lock: the value of
+/// `manager_command::session::scheduler::SCHEDULER_LOCK` (written out so
+/// that these helpers build whether or not the scheduler is compiled in).
+pub const SCHEDULER_LOCK: i64 = 0x6261_6900_0000_0091;
+
+/// Holds the session scheduler's lock, as another manager acting as the
+/// scheduler would: the manager under test then never places, starts,
+/// defers or cancels sessions itself. For tests that write session events
+/// to the log themselves.
+pub async fn hold_scheduler(db: &TestDb) -> diesel_async::AsyncPgConnection {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = db.connection().await;
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({SCHEDULER_LOCK})"))
+        .await
+        .unwrap();
+    conn
+}
