@@ -25,6 +25,9 @@ pub enum ProblemKind {
     InvalidCredentials,
     /// 400 `graphql-error`: the legacy GraphQL endpoint's failures.
     GraphqlError,
+    /// 400 `session-already-exists`: a live session has the name and the
+    /// caller asked not to reuse it (or asked for another image).
+    SessionAlreadyExists,
     /// 401 `auth-failed`: unknown key, bad signature, or not allowed.
     AuthFailed,
     /// 403 `generic-forbidden`
@@ -36,6 +39,8 @@ pub enum ProblemKind {
     /// 404 `object-not-found`; the argument names the object ("user",
     /// "domain", "user group (or project)", ...).
     ObjectNotFound(&'static str),
+    /// 404 `too-many-sessions-matched`
+    TooManySessionsMatched,
     /// 405 `method-not-allowed`
     MethodNotAllowed,
     /// 409 `conflict`: the resource changed concurrently; retry.
@@ -58,10 +63,10 @@ impl ProblemKind {
         use ProblemKind::*;
         match self {
             GenericBadRequest | InvalidApiParams | InvalidAuthParams | InvalidCredentials
-            | GraphqlError => 400,
+            | GraphqlError | SessionAlreadyExists => 400,
             AuthFailed => 401,
             GenericForbidden | InsufficientPrivilege => 403,
-            UrlNotFound | ObjectNotFound(_) => 404,
+            UrlNotFound | ObjectNotFound(_) | TooManySessionsMatched => 404,
             MethodNotAllowed => 405,
             Conflict => 409,
             QuotaExceeded => 412,
@@ -81,6 +86,8 @@ impl ProblemKind {
             InvalidAuthParams => "invalid-auth-params",
             InvalidCredentials => "invalid-credentials",
             GraphqlError => "graphql-error",
+            SessionAlreadyExists => "session-already-exists",
+            TooManySessionsMatched => "too-many-sessions-matched",
             AuthFailed => "auth-failed",
             GenericForbidden => "generic-forbidden",
             InsufficientPrivilege => "insufficient-privilege",
@@ -105,6 +112,10 @@ impl ProblemKind {
             InvalidAuthParams => "Missing or invalid authorization parameters.".into(),
             InvalidCredentials => "Invalid credentials for authentication.".into(),
             GraphqlError => "GraphQL-generated error.".into(),
+            SessionAlreadyExists => {
+                "The session already exists but you requested not to reuse existing one.".into()
+            }
+            TooManySessionsMatched => "Too many sessions matched.".into(),
             AuthFailed => "Credential/signature mismatch.".into(),
             GenericForbidden => "Forbidden operation.".into(),
             InsufficientPrivilege => "Insufficient privilege.".into(),

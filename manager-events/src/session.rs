@@ -226,10 +226,13 @@ fn progress(s: KernelStatus) -> u8 {
 }
 
 /// A session's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SessionStatus {
     /// Waiting for the scheduler.
+    #[default]
     Pending,
     /// Placed; its agents have not been asked yet.
     Scheduled,
@@ -577,6 +580,11 @@ impl SessionResult {
 
 /// Events of a session's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are transient values, decoded and folded one at a time; boxing the spec \
+              would only add an allocation to every enqueue"
+)]
 pub enum SessionEvent {
     /// Asked for; status PENDING, every kernel PENDING.
     SessionEnqueued {

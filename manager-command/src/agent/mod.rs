@@ -122,6 +122,15 @@ impl AgentServices {
         handler: CommandHandler,
         config: AgentServicesConfig,
     ) -> Result<AgentServices, fred::error::Error> {
+        Self::start_with(handler, config, std::sync::Arc::new(IgnoreKernelNotices)).await
+    }
+
+    /// [`start`](Self::start), handing kernel notices to `kernels`.
+    pub async fn start_with(
+        handler: CommandHandler,
+        config: AgentServicesConfig,
+        kernels: std::sync::Arc<dyn KernelNotices>,
+    ) -> Result<AgentServices, fred::error::Error> {
         describe_metrics();
         let store: EventStore = handler.store().clone();
         // The ingester's blocking reads hold a connection of their own.
@@ -131,7 +140,8 @@ impl AgentServices {
         let (stop, stopped) = watch::channel(false);
         let directory = Directory::new();
         let clients = AgentClients::new(directory.clone(), config.rpc);
-        let ingester = Ingester::new(handler.clone(), reading.clone(), config.ingester);
+        let ingester = Ingester::new(handler.clone(), reading.clone(), config.ingester)
+            .with_kernel_notices(kernels);
         let consumer = ingester.consumer().to_owned();
         let sweeper = Sweeper::new(handler, directory.clone(), keys.clone(), config.sweeper);
         let tasks = vec![

@@ -1,0 +1,860 @@
+//! The scheduler: places PENDING sessions on agents.
+//!
+//! A level-triggered reconciler: whenever the log moves (a session enqueued,
+//! capacity freed, an agent changed) and on a periodic tick, the manager
+//! that holds the scheduler's lock (a PostgreSQL advisory lock on a
+//! dedicated connection) looks at the [`SessionView`] and plans every
+//! scaling group's pending queue.
+//!
+//! # Guarantees
+//! - **No capacity promised twice.** Each placement is one atomic append:
+//!   the session's `SessionScheduled` and, on each agent it uses,
+//!   `KernelsPlaced`, every stream at the version the plan saw. A deposed or
+//!   concurrent scheduler's placement fails as a conflict, appends nothing,
+//!   and is planned again on fresh state.
+//! - **No head-of-line stall.** A session that fits nowhere gets its reason
+//!   (`no-available-instances`, `predicate-checks-failed`) and the queue
+//!   goes on with the sessions behind it.
+//! - **Bounded starvation.** Large sessions are not starved forever by
+//!   small ones behind them: under FIFO, once a session has waited
+//!   [`STARVATION_ROUNDS`] productive rounds without fitting, nothing behind
+//!   it in its scaling group is placed until it is (the capacity freed is
+//!   kept for it). `num_retries_to_skip` > 0 turns this off, as the
+//!   reference's "skip after N retries".
+//!
+//! # Policies (scaling group `scheduler`)
+//! - `fifo` (default): oldest first.
+//! - `lifo`: newest first.
+//! - `drf`: owners (access keys) with the smallest dominant share first —
+//!   the share of the owner's summed occupied slots over the scaling
+//!   group's capacity, maximised over slots; FIFO within an owner.
+//!
+//! Agent selection (`scheduler_opts.agent_selection_strategy`):
+//! `dispersed` (default, most free capacity first), `concentrated` (least
+//! free capacity that still fits). Free capacity is compared on the
+//! requested slots in the order `cuda`, `rocm`, `tpu`, `cpu`, `mem`, then by
+//! name; agents offering accelerator slots the request does not use go
+//! last. Ties go to the agent id that sorts first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use diesel::QueryableByName;
+use diesel::sql_types::Bool;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use futures::StreamExt;
+use manager_events::agent::{self as agent_events, AgentEvent};
+use manager_events::codec::encode;
+use manager_events::session::{
+    self as session_events, ClusterMode, KernelPlacement, PredicateFailure, SessionStatus,
+};
+use manager_events::slots::SlotAmount;
+use manager_events::{
+    AppendBatch, EventMetadata, EventStoreError, ExpectedVersion, NewEvent, Problem,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::view::{AgentEntry, SessionEntry, SessionView, Slots, add, fits, slots_of};
+use super::{ActOnSession, SessionCommand};
+use crate::aggregate::Aggregate;
+use crate::handler::CommandHandler;
+
+/// The scheduler's advisory lock id.
+pub const SCHEDULER_LOCK: i64 = 0x6261_6900_0000_0091;
+
+/// Productive rounds a FIFO session may be passed over before the queue
+/// behind it waits for it.
+pub const STARVATION_ROUNDS: u32 = 20;
+
+/// Placements appended concurrently (they share group commits).
+const CONCURRENT_APPENDS: usize = 256;
+
+/// Settings of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The event log's database (the lock lives there).
+    pub database_url: String,
+    /// Plan at least this often, even when nothing happened.
+    pub tick: Duration,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Sessions placed.
+    pub placed: usize,
+    /// Sessions that fit nowhere (or failed a predicate).
+    pub deferred: usize,
+    /// Placements that lost to a concurrent writer (planned again).
+    pub conflicts: usize,
+    /// Sessions cancelled (a failed dependency).
+    pub cancelled: usize,
+}
+
+/// The scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    handler: CommandHandler,
+    view: SessionView,
+    config: SchedulerConfig,
+    /// Per session, productive rounds it was passed over.
+    passed_over: std::sync::Arc<std::sync::Mutex<HashMap<Uuid, u32>>>,
+    leader: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// The policy of one scaling group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Policy {
+    order: Order,
+    concentrated: bool,
+    num_retries_to_skip: u32,
+    pending_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Fifo,
+    Lifo,
+    Drf,
+}
+
+impl Policy {
+    fn of(scheduler: &str, opts: &serde_json::Value) -> Policy {
+        let order = match scheduler {
+            "lifo" => Order::Lifo,
+            "drf" => Order::Drf,
+            _ => Order::Fifo,
+        };
+        let concentrated = opts
+            .get("agent_selection_strategy")
+            .and_then(|v| v.as_str())
+            == Some("concentrated");
+        let num_retries_to_skip = opts
+            .get("config")
+            .and_then(|c| c.get("num_retries_to_skip"))
+            .and_then(serde_json::Value::as_u64)
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        let pending_timeout = opts
+            .get("pending_timeout")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64);
+        Policy {
+            order,
+            concentrated,
+            num_retries_to_skip,
+            pending_timeout,
+        }
+    }
+}
+
+/// The order slots are compared in when choosing an agent.
+fn slot_rank(name: &str) -> (usize, &str) {
+    const PRIORITY: [&str; 5] = ["cuda", "rocm", "tpu", "cpu", "mem"];
+    let device = name.split('.').next().unwrap_or(name);
+    let rank = PRIORITY
+        .iter()
+        .position(|p| *p == device)
+        .unwrap_or(PRIORITY.len());
+    (rank, name)
+}
+
+/// One agent during planning: capacity, what is used (including this
+/// round's placements) and the version the next append expects.
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: String,
+    addr: String,
+    scaling_group: String,
+    architecture: String,
+    capacity: Slots,
+    used: Slots,
+    version: u64,
+}
+
+impl Candidate {
+    fn of(id: &str, a: &AgentEntry) -> Candidate {
+        Candidate {
+            id: id.to_owned(),
+            addr: a.state.description.addr.clone(),
+            scaling_group: a.state.description.scaling_group.clone(),
+            architecture: a.state.description.architecture.clone(),
+            capacity: a.capacity(),
+            used: a.occupied(),
+            version: a.version,
+        }
+    }
+
+    fn free(&self, slot: &str) -> SlotAmount {
+        let cap = self.capacity.get(slot).copied().unwrap_or(SlotAmount::ZERO);
+        let used = self.used.get(slot).copied().unwrap_or(SlotAmount::ZERO);
+        cap.minus(used)
+    }
+
+    /// Accelerator slots it offers that `request` does not use.
+    fn extras(&self, request: &Slots) -> usize {
+        self.capacity
+            .iter()
+            .filter(|(k, v)| {
+                k.contains('.')
+                    && **v > SlotAmount::ZERO
+                    && request.get(*k).is_none_or(|r| *r <= SlotAmount::ZERO)
+            })
+            .count()
+    }
+}
+
+/// Chooses among `candidates` (indices) the agent for `request`.
+fn choose(
+    candidates: &[Candidate],
+    eligible: impl Iterator<Item = usize>,
+    request: &Slots,
+    concentrated: bool,
+) -> Option<usize> {
+    let mut slots: Vec<&String> = request.keys().collect();
+    slots.sort_by_key(|s| slot_rank(s));
+    let mut best: Option<(usize, (usize, Vec<SlotAmount>))> = None;
+    for i in eligible {
+        let c = &candidates[i];
+        if !fits(&c.capacity, &c.used, request) {
+            continue;
+        }
+        let free: Vec<SlotAmount> = slots.iter().map(|s| c.free(s)).collect();
+        let key = (c.extras(request), free);
+        let better = match &best {
+            None => true,
+            Some((j, (extras, best_free))) => {
+                if key.0 != *extras {
+                    key.0 < *extras
+                } else if key.1 != *best_free {
+                    if concentrated {
+                        key.1 < *best_free
+                    } else {
+                        key.1 > *best_free
+                    }
+                } else {
+                    c.id < candidates[*j].id
+                }
+            }
+        };
+        if better {
+            best = Some((i, key));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// A planned placement, ready to append.
+struct Planned {
+    session: Uuid,
+    batch: AppendBatch,
+}
+
+impl Scheduler {
+    /// A scheduler over `view`, appending through `handler`'s store.
+    pub fn new(handler: CommandHandler, view: SessionView, config: SchedulerConfig) -> Self {
+        Scheduler {
+            handler,
+            view,
+            config,
+            passed_over: Default::default(),
+            leader: std::sync::Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Whether this manager is the scheduler now (holds the lock).
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
+
+    /// Runs until `stop` turns true: takes the lock when it is free, then
+    /// plans on every change of the log and every tick while it holds it.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut conn: Option<AsyncPgConnection> = None;
+        let mut leading = false;
+        let mut changes = self.view.changes();
+        let mut ticker = tokio::time::interval(self.config.tick.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut caught_up = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                r = changes.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    if !leading {
+                        continue;
+                    }
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if !caught_up {
+                match self.handler.store().head_position().await {
+                    Ok(head) => caught_up = self.view.wait_for(head, self.config.tick).await,
+                    Err(e) => tracing::warn!(error = %e, "scheduler: cannot read the log head"),
+                }
+                if !caught_up {
+                    continue;
+                }
+            }
+            leading = self.lead(&mut conn, leading).await;
+            self.leader
+                .send_if_modified(|l| std::mem::replace(l, leading) != leading);
+            metrics::gauge!("scheduler_leader").set(if leading { 1.0 } else { 0.0 });
+            if !leading {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match self.schedule_once().await {
+                Ok(round) => {
+                    metrics::histogram!("scheduler_round_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("scheduler_placements_total").increment(round.placed as u64);
+                    metrics::counter!("scheduler_conflicts_total")
+                        .increment(round.conflicts as u64);
+                    if round.conflicts > 0 {
+                        // Plan again at once on the state that beat us.
+                        let _ = self
+                            .view
+                            .wait_for(self.view.position() + 1, Duration::from_millis(50))
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduling round failed"),
+            }
+            // Coalesce: whatever arrived while planning is seen next round.
+            changes.borrow_and_update();
+        }
+        metrics::gauge!("scheduler_leader").set(0.0);
+        self.leader
+            .send_if_modified(|l| std::mem::replace(l, false));
+        if let Some(mut c) = conn.filter(|_| leading) {
+            use diesel_async::RunQueryDsl;
+            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEDULER_LOCK})"))
+                .execute(&mut c)
+                .await;
+        }
+    }
+
+    async fn lead(&self, conn: &mut Option<AsyncPgConnection>, leading: bool) -> bool {
+        use diesel_async::RunQueryDsl;
+        if conn.is_none() {
+            match AsyncPgConnection::establish(&self.config.database_url).await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler cannot connect for its lock");
+                    return false;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            return false;
+        };
+        let query = if leading {
+            "SELECT true AS locked".to_owned()
+        } else {
+            format!("SELECT pg_try_advisory_lock({SCHEDULER_LOCK}) AS locked")
+        };
+        match diesel::sql_query(query).get_result::<Locked>(c).await {
+            Ok(Locked { locked }) => {
+                if locked && !leading {
+                    tracing::info!("this manager is now the scheduler");
+                }
+                locked
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, leading, "scheduler lock connection failed");
+                *conn = None;
+                false
+            }
+        }
+    }
+
+    /// One planning round over every scaling group, appended; returns once
+    /// the view shows what it appended.
+    pub async fn schedule_once(&self) -> Result<Round, Problem> {
+        let mut round = Round::default();
+        let sessions = self.view.sessions();
+        let mut pending: BTreeMap<String, Vec<SessionEntry>> = BTreeMap::new();
+        let mut usage: HashMap<String, Slots> = HashMap::new();
+        let mut dead_or_done: HashMap<Uuid, SessionStatus> = HashMap::new();
+        for s in &sessions {
+            if let Some(id) = s.state.id {
+                dead_or_done.insert(id, s.state.status);
+            }
+            if s.state.status == SessionStatus::Pending {
+                pending
+                    .entry(s.state.spec.scaling_group.clone())
+                    .or_default()
+                    .push(s.clone());
+            } else if s.state.status.holds_quota() {
+                let per_kernel = slots_of(&s.state.spec.slots_per_kernel);
+                let u = usage.entry(s.state.owner.access_key.clone()).or_default();
+                for _ in &s.state.kernels {
+                    add(u, &per_kernel);
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(round);
+        }
+        let groups: HashMap<String, Policy> = self
+            .view
+            .scaling_groups()
+            .into_iter()
+            .filter_map(|(name, g)| {
+                g.live()
+                    .map(|f| (name, Policy::of(&f.scheduler, &f.scheduler_opts)))
+            })
+            .collect();
+        let mut candidates: Vec<Candidate> = self
+            .view
+            .agents()
+            .iter()
+            .filter(|(_, a)| a.schedulable())
+            .map(|(id, a)| Candidate::of(id, a))
+            .collect();
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut defers: Vec<(Uuid, SessionCommand)> = Vec::new();
+        let now = Utc::now();
+        for (group, mut queue) in pending {
+            let policy = groups
+                .get(&group)
+                .cloned()
+                .unwrap_or_else(|| Policy::of("fifo", &serde_json::Value::Null));
+            self.order(&policy, &mut queue, &usage, &candidates, &group);
+            let in_group: Vec<usize> = (0..candidates.len())
+                .filter(|i| candidates[*i].scaling_group == group)
+                .collect();
+            let mut blocked = false;
+            for s in queue {
+                let Some(id) = s.state.id else { continue };
+                if let Some(timeout) = policy.pending_timeout
+                    && let Some(created) = s.created_at
+                    && (now - created)
+                        .to_std()
+                        .is_ok_and(|waited| waited >= timeout)
+                {
+                    defers.push((
+                        id,
+                        SessionCommand::Destroy {
+                            forced: false,
+                            reason: "pending-timeout".into(),
+                        },
+                    ));
+                    round.cancelled += 1;
+                    continue;
+                }
+                if let Some(failures) = predicates(&s, &dead_or_done, &self.view, now) {
+                    if failures.iter().any(|f| f.name == "dependencies-failed") {
+                        defers.push((
+                            id,
+                            SessionCommand::Destroy {
+                                forced: false,
+                                reason: "dependency-failed".into(),
+                            },
+                        ));
+                        round.cancelled += 1;
+                    } else {
+                        defers.push((
+                            id,
+                            SessionCommand::Defer {
+                                status_info: "predicate-checks-failed".into(),
+                                failed_predicates: failures,
+                                msg: None,
+                            },
+                        ));
+                        round.deferred += 1;
+                    }
+                    continue;
+                }
+                if blocked {
+                    continue;
+                }
+                match place(&s, &mut candidates, &in_group, policy.concentrated) {
+                    Some(placements) => {
+                        let batch = self.batch(&s, &group, &placements, &mut candidates)?;
+                        planned.push(Planned { session: id, batch });
+                        self.passed_over_clear(id);
+                    }
+                    None => {
+                        defers.push((
+                            id,
+                            SessionCommand::Defer {
+                                status_info: "no-available-instances".into(),
+                                failed_predicates: vec![],
+                                msg: Some(format!(
+                                    "no agent in scaling group {group:?} has room for the session"
+                                )),
+                            },
+                        ));
+                        round.deferred += 1;
+                        if policy.order == Order::Fifo
+                            && policy.num_retries_to_skip == 0
+                            && self.passed_over_bump(id) >= STARVATION_ROUNDS
+                        {
+                            // Keep what frees up for the starving session.
+                            blocked = true;
+                        }
+                    }
+                }
+            }
+        }
+        let mut last = 0;
+        let results: Vec<(Uuid, Result<manager_events::AppendResult, EventStoreError>)> =
+            futures::stream::iter(planned.into_iter().map(|p| {
+                let store = self.handler.store().clone();
+                async move { (p.session, store.append(p.batch).await) }
+            }))
+            .buffer_unordered(CONCURRENT_APPENDS)
+            .collect()
+            .await;
+        for (session, result) in results {
+            match result {
+                Ok(r) => {
+                    round.placed += 1;
+                    last = last.max(r.last_position);
+                }
+                Err(EventStoreError::WrongExpectedVersion { .. }) => round.conflicts += 1,
+                Err(e) => {
+                    tracing::warn!(%session, error = %e, "placement could not be appended");
+                    round.conflicts += 1;
+                }
+            }
+        }
+        for (id, command) in defers {
+            match self
+                .handler
+                .transact(
+                    &ActOnSession { id, command },
+                    EventMetadata {
+                        request_id: Some("scheduler".into()),
+                        ..EventMetadata::default()
+                    },
+                )
+                .await
+            {
+                Ok(t) => last = last.max(t.position.unwrap_or(0)),
+                Err(e) => tracing::debug!(%id, error = %e, "deferral not recorded"),
+            }
+        }
+        if last > 0 {
+            self.view.wait_for(last, Duration::from_secs(5)).await;
+        }
+        Ok(round)
+    }
+
+    fn passed_over_bump(&self, id: Uuid) -> u32 {
+        let Ok(mut m) = self.passed_over.lock() else {
+            return 0;
+        };
+        let n = m.entry(id).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn passed_over_clear(&self, id: Uuid) {
+        if let Ok(mut m) = self.passed_over.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Puts a scaling group's queue in the policy's order.
+    fn order(
+        &self,
+        policy: &Policy,
+        queue: &mut [SessionEntry],
+        usage: &HashMap<String, Slots>,
+        candidates: &[Candidate],
+        group: &str,
+    ) {
+        match policy.order {
+            Order::Fifo => {
+                queue.sort_by_key(|s| s.enqueued_at);
+                if policy.num_retries_to_skip > 0 {
+                    // Sessions tried too often go behind the others.
+                    let n = policy.num_retries_to_skip;
+                    queue.sort_by_key(|s| (s.state.retries >= n, s.enqueued_at));
+                }
+            }
+            Order::Lifo => queue.sort_by_key(|s| std::cmp::Reverse(s.enqueued_at)),
+            Order::Drf => {
+                let mut total = Slots::new();
+                for c in candidates.iter().filter(|c| c.scaling_group == group) {
+                    add(&mut total, &c.capacity);
+                }
+                let share = |ak: &str| -> i128 {
+                    let Some(used) = usage.get(ak) else { return 0 };
+                    used.iter()
+                        .filter_map(|(k, v)| {
+                            let cap = total.get(k).copied()?;
+                            match (v, cap) {
+                                (SlotAmount::Finite(u), SlotAmount::Finite(c)) if c > 0 => {
+                                    Some(u.saturating_mul(1_000_000) / c)
+                                }
+                                _ => None,
+                            }
+                        })
+                        .max()
+                        .unwrap_or(0)
+                };
+                queue.sort_by_key(|s| (share(&s.state.owner.access_key), s.enqueued_at));
+            }
+        }
+    }
+
+    /// The placement's atomic batch: the session at its version, each
+    /// agent at the version planning left it at.
+    fn batch(
+        &self,
+        s: &SessionEntry,
+        group: &str,
+        placements: &[KernelPlacement],
+        candidates: &mut [Candidate],
+    ) -> Result<AppendBatch, Problem> {
+        let internal =
+            |e: String| Problem::new(manager_events::ProblemKind::InternalServerError).msg(e);
+        let id = s.state.id.unwrap_or_default();
+        let events = s
+            .state
+            .decide(&SessionCommand::Schedule {
+                scaling_group: group.to_owned(),
+                placements: placements.to_vec(),
+            })
+            .map_err(|e| internal(e.to_string()))?;
+        let encoded = events
+            .iter()
+            .map(|e| encode(e).map(|(t, p)| NewEvent::new(t, p)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| internal(e.to_string()))?;
+        let mut batch = AppendBatch::new()
+            .with_metadata(EventMetadata {
+                request_id: Some("scheduler".into()),
+                ..EventMetadata::default()
+            })
+            .stream(
+                session_events::stream_id(id),
+                session_events::STREAM_TYPE,
+                ExpectedVersion::Exact(s.version),
+                encoded,
+            );
+        let per_kernel = &s.state.spec.slots_per_kernel;
+        let mut by_agent: BTreeMap<&str, BTreeMap<Uuid, BTreeMap<String, String>>> =
+            BTreeMap::new();
+        for p in placements {
+            by_agent
+                .entry(p.agent_id.as_str())
+                .or_default()
+                .insert(p.kernel_id, per_kernel.clone());
+        }
+        for (agent, kernels) in by_agent {
+            let Some(c) = candidates.iter_mut().find(|c| c.id == agent) else {
+                continue;
+            };
+            let event = AgentEvent::KernelsPlaced {
+                session_id: id,
+                kernels,
+            };
+            let (t, p) = encode(&event).map_err(|e| internal(e.to_string()))?;
+            batch = batch.stream(
+                agent_events::stream_id(agent),
+                agent_events::STREAM_TYPE,
+                ExpectedVersion::Exact(c.version),
+                vec![NewEvent::new(t, p)],
+            );
+            c.version += 1;
+        }
+        Ok(batch)
+    }
+}
+
+/// The predicates that hold `s` back now, if any: `reserved_time`
+/// (starts_at in the future) and `dependencies` (a session it depends on
+/// has not ended yet); `dependencies-failed` when one ended without
+/// success, which cancels the session (waiting could never help).
+fn predicates(
+    s: &SessionEntry,
+    live: &HashMap<Uuid, SessionStatus>,
+    view: &SessionView,
+    now: chrono::DateTime<Utc>,
+) -> Option<Vec<PredicateFailure>> {
+    let mut failures = Vec::new();
+    if let Some(at) = s.state.spec.starts_at
+        && at > now
+    {
+        failures.push(PredicateFailure {
+            name: "reserved_time".into(),
+            msg: format!("Before start time ({at})"),
+        });
+    }
+    let waiting: Vec<String> = s
+        .state
+        .spec
+        .dependencies
+        .iter()
+        .filter(|d| live.contains_key(d))
+        .map(ToString::to_string)
+        .collect();
+    let failed: Vec<String> = s
+        .state
+        .spec
+        .dependencies
+        .iter()
+        .filter(|d| !live.contains_key(d))
+        .filter(|d| {
+            view.ended(**d)
+                .is_none_or(|(_, result)| result != manager_events::session::SessionResult::Success)
+        })
+        .map(ToString::to_string)
+        .collect();
+    if !failed.is_empty() {
+        failures.push(PredicateFailure {
+            name: "dependencies-failed".into(),
+            msg: format!(
+                "Dependency sessions ended without success. ({})",
+                failed.join(", ")
+            ),
+        });
+    }
+    if !waiting.is_empty() {
+        failures.push(PredicateFailure {
+            name: "dependencies".into(),
+            msg: format!(
+                "Waiting dependency sessions to finish as success. ({})",
+                waiting.join(", ")
+            ),
+        });
+    }
+    (!failures.is_empty()).then_some(failures)
+}
+
+/// Places every kernel of `s` on agents of `in_group`, updating what the
+/// chosen candidates use; `None` (and nothing changed) when it does not fit.
+fn place(
+    s: &SessionEntry,
+    candidates: &mut [Candidate],
+    in_group: &[usize],
+    concentrated: bool,
+) -> Option<Vec<KernelPlacement>> {
+    let per_kernel = slots_of(&s.state.spec.slots_per_kernel);
+    let arch = &s.state.spec.image.architecture;
+    let designated: HashSet<&str> = s
+        .state
+        .spec
+        .designated_agents
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let eligible = |c: &Candidate| {
+        (arch.is_empty() || c.architecture.is_empty() || &c.architecture == arch)
+            && (designated.is_empty() || designated.contains(c.id.as_str()))
+    };
+    let pool: Vec<usize> = in_group
+        .iter()
+        .copied()
+        .filter(|i| eligible(&candidates[*i]))
+        .collect();
+    let kernels = &s.state.kernels;
+    match s.state.spec.cluster_mode {
+        ClusterMode::SingleNode => {
+            let mut total = Slots::new();
+            for _ in kernels {
+                add(&mut total, &per_kernel);
+            }
+            let i = choose(candidates, pool.iter().copied(), &total, concentrated)?;
+            add(&mut candidates[i].used, &total);
+            Some(
+                kernels
+                    .iter()
+                    .map(|k| KernelPlacement {
+                        kernel_id: k.id,
+                        agent_id: candidates[i].id.clone(),
+                        agent_addr: candidates[i].addr.clone(),
+                    })
+                    .collect(),
+            )
+        }
+        ClusterMode::MultiNode => {
+            // Spread: prefer an agent not used yet by this session.
+            let before: Vec<Slots> = pool.iter().map(|i| candidates[*i].used.clone()).collect();
+            let mut used_here: HashSet<usize> = HashSet::new();
+            let mut out = Vec::with_capacity(kernels.len());
+            for k in kernels {
+                let fresh = pool.iter().copied().filter(|i| !used_here.contains(i));
+                let i = choose(candidates, fresh, &per_kernel, concentrated).or_else(|| {
+                    choose(candidates, pool.iter().copied(), &per_kernel, concentrated)
+                });
+                let Some(i) = i else {
+                    for (j, used) in pool.iter().zip(before) {
+                        candidates[*j].used = used;
+                    }
+                    return None;
+                };
+                add(&mut candidates[i].used, &per_kernel);
+                used_here.insert(i);
+                out.push(KernelPlacement {
+                    kernel_id: k.id,
+                    agent_id: candidates[i].id.clone(),
+                    agent_addr: candidates[i].addr.clone(),
+                });
+            }
+            Some(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: &str, cpu: &str, used: &str) -> Candidate {
+        Candidate {
+            id: id.into(),
+            addr: String::new(),
+            scaling_group: "default".into(),
+            architecture: "x86_64".into(),
+            capacity: [("cpu".to_owned(), SlotAmount::parse(cpu).unwrap())].into(),
+            used: [("cpu".to_owned(), SlotAmount::parse(used).unwrap())].into(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn dispersed_takes_the_freest_agent_and_concentrated_the_fullest_that_fits() {
+        let cs = vec![
+            cand("a", "8", "1"),
+            cand("b", "8", "6"),
+            cand("c", "8", "7.5"),
+        ];
+        let req: Slots = [("cpu".to_owned(), SlotAmount::parse("1").unwrap())].into();
+        assert_eq!(choose(&cs, 0..3, &req, false), Some(0));
+        assert_eq!(choose(&cs, 0..3, &req, true), Some(1));
+        let big: Slots = [("cpu".to_owned(), SlotAmount::parse("7").unwrap())].into();
+        assert_eq!(choose(&cs, 0..3, &big, true), Some(0));
+        let huge: Slots = [("cpu".to_owned(), SlotAmount::parse("9").unwrap())].into();
+        assert_eq!(choose(&cs, 0..3, &huge, false), None);
+    }
+}

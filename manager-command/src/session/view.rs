@@ -1,0 +1,415 @@
+//! The scheduler's memory: live sessions, agents and their occupancy,
+//! scaling groups — folded from the log by a subscription, with each
+//! stream's version, so that a decision made on this view can be appended
+//! against exactly the versions it saw.
+//!
+//! Occupancy is derived from events only: a kernel takes the slots the
+//! `KernelsPlaced` event of its agent's stream gave it (replaced by what
+//! the agent really allocated when it started) for as long as its status
+//! holds slots ([`KernelStatus::holds_agent_slots`]). Nothing is ever
+//! "decremented", so nothing can drift.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use manager_events::agent::{AgentEvent, AgentStatus};
+use manager_events::codec::decode;
+use manager_events::scaling_group::ScalingGroupEvent;
+use manager_events::session::{KernelStatus, SessionEvent, SessionResult, SessionStatus};
+use manager_events::slots::SlotAmount;
+use manager_events::{EventStore, RecordedEvent};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::Session;
+use crate::agent::Agent;
+use crate::aggregate::Aggregate;
+use crate::scaling_group::ScalingGroup;
+
+/// Slot amounts by slot name, exact.
+pub type Slots = BTreeMap<String, SlotAmount>;
+
+/// Reads a slot map of decimal strings; amounts that do not parse count as
+/// nothing (they were validated before they were logged).
+pub fn slots_of(map: &BTreeMap<String, String>) -> Slots {
+    map.iter()
+        .map(|(k, v)| (k.clone(), SlotAmount::parse(v).unwrap_or(SlotAmount::ZERO)))
+        .collect()
+}
+
+/// `a + b`, slot by slot.
+pub fn add(a: &mut Slots, b: &Slots) {
+    for (k, v) in b {
+        let e = a.entry(k.clone()).or_insert(SlotAmount::ZERO);
+        *e = e.plus(*v);
+    }
+}
+
+/// Whether `request` fits in `capacity - used` for every slot it asks a
+/// non-zero amount of (a slot the agent lacks has capacity 0).
+pub fn fits(capacity: &Slots, used: &Slots, request: &Slots) -> bool {
+    request.iter().all(|(k, want)| {
+        if *want <= SlotAmount::ZERO {
+            return true;
+        }
+        let cap = capacity.get(k).copied().unwrap_or(SlotAmount::ZERO);
+        let taken = used.get(k).copied().unwrap_or(SlotAmount::ZERO);
+        taken.plus(*want) <= cap
+    })
+}
+
+/// An agent as the scheduler sees it.
+#[derive(Debug, Clone, Default)]
+pub struct AgentEntry {
+    /// The aggregate's state.
+    pub state: Agent,
+    /// Its stream's version.
+    pub version: u64,
+    /// Slots held on it, by kernel.
+    pub held: HashMap<Uuid, Slots>,
+}
+
+impl AgentEntry {
+    /// Its capacity.
+    pub fn capacity(&self) -> Slots {
+        slots_of(&self.state.capacity.available_slots)
+    }
+
+    /// What its kernels hold.
+    pub fn occupied(&self) -> Slots {
+        let mut total = Slots::new();
+        for s in self.held.values() {
+            add(&mut total, s);
+        }
+        total
+    }
+
+    /// Whether new kernels may go there.
+    pub fn schedulable(&self) -> bool {
+        self.state.status == Some(AgentStatus::Alive)
+    }
+}
+
+/// A live session as the scheduler sees it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionEntry {
+    /// The aggregate's state.
+    pub state: Session,
+    /// Its stream's version.
+    pub version: u64,
+    /// Log position of its enqueue (the queue's order).
+    pub enqueued_at: u64,
+    /// When it was enqueued.
+    pub created_at: Option<DateTime<Utc>>,
+    /// The id of its `SessionScheduled` event (the key of its kernels'
+    /// creation calls).
+    pub scheduled_event: Option<Uuid>,
+    /// Per kernel, the id of the event that last moved it (the key of the
+    /// call that follows it, e.g. its destruction).
+    pub kernel_events: HashMap<Uuid, Uuid>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    agents: HashMap<String, AgentEntry>,
+    sessions: HashMap<Uuid, SessionEntry>,
+    scaling_groups: HashMap<String, ScalingGroup>,
+    /// Sessions that ended: how, and their result (what dependencies look
+    /// at). A few dozen bytes per session ever run.
+    ended: HashMap<Uuid, (SessionStatus, SessionResult)>,
+    /// Kernel → (agent, slots placed).
+    placed: HashMap<Uuid, (String, Slots)>,
+}
+
+/// The view; cheap to clone.
+#[derive(Clone)]
+pub struct SessionView {
+    state: Arc<RwLock<State>>,
+    position: Arc<watch::Sender<u64>>,
+}
+
+impl Default for SessionView {
+    fn default() -> Self {
+        SessionView::new()
+    }
+}
+
+impl std::fmt::Debug for SessionView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionView")
+            .field("position", &self.position())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionView {
+    /// An empty view at position 0.
+    pub fn new() -> Self {
+        SessionView {
+            state: Arc::new(RwLock::new(State::default())),
+            position: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// The log position applied up to.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Changes whenever events are applied.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// Waits until the view has applied the log up to `position`, at most
+    /// `timeout`. Returns whether it has.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut rx = self.changes();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// One live session.
+    pub fn session(&self, id: Uuid) -> Option<SessionEntry> {
+        self.state.read().ok()?.sessions.get(&id).cloned()
+    }
+
+    /// How a session that ended ended: its status and result.
+    pub fn ended(&self, id: Uuid) -> Option<(SessionStatus, SessionResult)> {
+        self.state.read().ok()?.ended.get(&id).copied()
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<SessionEntry> {
+        self.state
+            .read()
+            .map(|s| s.sessions.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every agent.
+    pub fn agents(&self) -> Vec<(String, AgentEntry)> {
+        self.state
+            .read()
+            .map(|s| {
+                s.agents
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: &str) -> Option<AgentEntry> {
+        self.state.read().ok()?.agents.get(id).cloned()
+    }
+
+    /// Every scaling group that exists.
+    pub fn scaling_groups(&self) -> Vec<(String, ScalingGroup)> {
+        self.state
+            .read()
+            .map(|s| {
+                s.scaling_groups
+                    .iter()
+                    .filter(|(_, g)| g.live().is_some())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The slot names some agent reports (besides the known ones).
+    pub fn reported_slots(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .state
+            .read()
+            .map(|s| {
+                s.agents
+                    .values()
+                    .flat_map(|a| a.state.capacity.available_slots.keys().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Applies one event of the log.
+    pub fn observe(&self, e: &RecordedEvent) {
+        if let Ok(mut state) = self.state.write() {
+            state.observe(e);
+        }
+        self.position.send_if_modified(|p| {
+            let newer = e.position > *p;
+            if newer {
+                *p = e.position;
+            }
+            newer
+        });
+    }
+
+    /// Follows the log from the start until `stop` turns true.
+    pub async fn follow(self, store: EventStore, mut stop: watch::Receiver<bool>) {
+        let mut events = store.subscribe(self.position());
+        loop {
+            tokio::select! {
+                next = events.next() => match next {
+                    Some(Ok(recorded)) => self.observe(&recorded),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "session view: reading the log failed; retrying");
+                    }
+                    None => return,
+                },
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn observe(&mut self, e: &RecordedEvent) {
+        match e.stream_type.as_str() {
+            manager_events::agent::STREAM_TYPE => {
+                let Some(id) = e.stream_id.strip_prefix("agent:") else {
+                    return;
+                };
+                let Ok(event) = decode::<AgentEvent>(&e.event_type, &e.payload) else {
+                    return;
+                };
+                let entry = self.agents.entry(id.to_owned()).or_default();
+                entry.version = e.stream_version;
+                if let AgentEvent::KernelsPlaced {
+                    session_id: _,
+                    kernels,
+                } = &event
+                {
+                    for (kernel, slots) in kernels {
+                        let slots = slots_of(slots);
+                        entry.held.insert(*kernel, slots.clone());
+                        self.placed.insert(*kernel, (id.to_owned(), slots));
+                    }
+                }
+                entry.state.apply(&event);
+            }
+            manager_events::scaling_group::STREAM_TYPE => {
+                let Some(name) = e.stream_id.strip_prefix("scaling-group:") else {
+                    return;
+                };
+                if let Ok(event) = decode::<ScalingGroupEvent>(&e.event_type, &e.payload) {
+                    self.scaling_groups
+                        .entry(name.to_owned())
+                        .or_default()
+                        .apply(&event);
+                }
+            }
+            manager_events::session::STREAM_TYPE => self.observe_session(e),
+            _ => {}
+        }
+    }
+
+    fn observe_session(&mut self, e: &RecordedEvent) {
+        let Some(id) = e
+            .stream_id
+            .strip_prefix("session:")
+            .and_then(|s| s.parse::<Uuid>().ok())
+        else {
+            return;
+        };
+        let Ok(event) = decode::<SessionEvent>(&e.event_type, &e.payload) else {
+            tracing::warn!(
+                position = e.position,
+                "session event not understood; skipped"
+            );
+            return;
+        };
+        let entry = self.sessions.entry(id).or_default();
+        entry.version = e.stream_version;
+        match &event {
+            SessionEvent::SessionEnqueued { .. } => {
+                entry.enqueued_at = e.position;
+                entry.created_at = Some(e.recorded_at);
+            }
+            SessionEvent::SessionScheduled { .. } => entry.scheduled_event = Some(e.event_id),
+            SessionEvent::KernelsTransitioned { kernels, .. } => {
+                for k in kernels {
+                    entry.kernel_events.insert(*k, e.event_id);
+                }
+            }
+            SessionEvent::KernelStarted { kernel_id, .. } => {
+                entry.kernel_events.insert(*kernel_id, e.event_id);
+            }
+            _ => {}
+        }
+        entry.state.apply(&event);
+        // What each kernel holds now.
+        if let SessionEvent::KernelStarted {
+            kernel_id,
+            occupied_slots,
+            ..
+        } = &event
+            && !occupied_slots.is_empty()
+            && let Some((agent, slots)) = self.placed.get_mut(kernel_id)
+        {
+            *slots = slots_of(occupied_slots);
+            if let Some(a) = self.agents.get_mut(agent.as_str()) {
+                a.held.insert(*kernel_id, slots.clone());
+            }
+        }
+        let statuses: Vec<(Uuid, KernelStatus)> = entry
+            .state
+            .kernels
+            .iter()
+            .map(|k| (k.id, k.status))
+            .collect();
+        for (kernel, status) in statuses {
+            if !status.holds_agent_slots()
+                && let Some((agent, _)) = self.placed.remove(&kernel)
+                && let Some(a) = self.agents.get_mut(agent.as_str())
+            {
+                a.held.remove(&kernel);
+            }
+        }
+        if matches!(
+            entry.state.status,
+            SessionStatus::Terminated | SessionStatus::Cancelled
+        ) {
+            let ended = (entry.state.status, entry.state.result);
+            self.sessions.remove(&id);
+            self.ended.insert(id, ended);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(map: &[(&str, &str)]) -> Slots {
+        map.iter()
+            .map(|(k, v)| ((*k).to_owned(), SlotAmount::parse(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_request_fits_only_where_every_asked_slot_is_free() {
+        let cap = s(&[("cpu", "4"), ("mem", "1024")]);
+        assert!(fits(
+            &cap,
+            &s(&[("cpu", "3")]),
+            &s(&[("cpu", "1"), ("mem", "1024")])
+        ));
+        assert!(!fits(&cap, &s(&[("cpu", "3.5")]), &s(&[("cpu", "1")])));
+        // A slot the agent lacks fits only a request of zero.
+        assert!(fits(&cap, &Slots::new(), &s(&[("cuda.device", "0")])));
+        assert!(!fits(&cap, &Slots::new(), &s(&[("cuda.device", "1")])));
+    }
+}
