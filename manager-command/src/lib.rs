@@ -28,6 +28,8 @@
 //! - [`resource_preset`]: resource presets (named slot bundles).
 //! - [`reservation`]: unique values (emails, usernames) across aggregates.
 //! - [`scaling_group`]: scaling groups and who may use them.
+//! - [`session`]: compute sessions — the aggregate, its workflows, the
+//!   REST endpoints, the scheduler and the kernel starter.
 //! - [`service`]: the command port the read side's GraphQL mutations use —
 //!   authorisation, idempotency keys scoped to the caller, and the record of
 //!   each caller's last write for read-your-writes.
@@ -53,5 +55,6 @@ pub mod reservation;
 pub mod resource_preset;
 pub mod scaling_group;
 pub mod service;
+pub mod session;
 pub mod user;
 pub mod user_policy;

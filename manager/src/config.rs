@@ -33,6 +33,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// `[agents]`: the agent RPC key, liveness and notice ingestion.
     pub agents: AgentsConfig,
+    /// Sessions: the scheduler and the kernel driver.
+    pub sessions: SessionsConfig,
 }
 
 /// `[agents]`
@@ -63,6 +65,34 @@ pub struct AgentsConfig {
     /// that died mid-notice) is taken over. Default 15000.
     /// Env `MANAGER_AGENTS__NOTICE_CLAIM_IDLE_MS`.
     pub notice_claim_idle_ms: u64,
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// The scheduler plans at least this often (ms), besides whenever the
+    /// log moves; also how often a standby manager tries to become the
+    /// scheduler. Default 1000. Env `MANAGER_SESSIONS__SCHEDULE_INTERVAL_MS`.
+    pub schedule_interval_ms: u64,
+    /// How long an agent may take to create a session's kernels (image
+    /// pull included) before they are recorded ERROR (`failed-to-start`),
+    /// in seconds. Default 600. Env `MANAGER_SESSIONS__CREATE_TIMEOUT_SECS`.
+    pub create_timeout_secs: u64,
+    /// How long an agent may take to destroy a kernel before the call is
+    /// repeated, in seconds. Default 60.
+    /// Env `MANAGER_SESSIONS__DESTROY_TIMEOUT_SECS`.
+    pub destroy_timeout_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            schedule_interval_ms: 1000,
+            create_timeout_secs: 600,
+            destroy_timeout_secs: 60,
+        }
+    }
 }
 
 impl Default for AgentsConfig {

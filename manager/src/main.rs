@@ -12,6 +12,12 @@ use manager_command::auth::middleware::Authenticator;
 use manager_command::auth::rate_limit::RateLimiter;
 use manager_command::handler::CommandHandler;
 use manager_command::service::CommandService;
+use manager_command::session::driver::DriverConfig;
+use manager_command::session::notices::SessionNotices;
+use manager_command::session::rest::SessionApi;
+use manager_command::session::scheduler::SchedulerConfig;
+use manager_command::session::view::SessionView;
+use manager_command::session::{SessionServices, SessionServicesConfig};
 use manager_events::secrets::{ClusterKey, KeyStore};
 use manager_events::{EventStore, migrations};
 use manager_projections::ProjectionRunner;
@@ -117,8 +123,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             let (stop_projections, stopped) = tokio::sync::watch::channel(false);
             let projected = projections.progress();
             let projection_task = tokio::spawn(projections.run(stopped));
-            let parts = server_parts(&config, &store, projected).await?;
             let agents = start_agents(&config, &store).await?;
+            let sessions = start_sessions(&config, &store, &agents);
+            let parts = server_parts(&config, &store, projected, sessions.view()).await?;
             let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             // One line on stdout with the bound addresses (port 0 binds any
@@ -129,6 +136,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             );
             server::shutdown_signal().await?;
             tracing::info!("shutting down");
+            sessions.stop().await;
             agents.stop().await;
             let _ = stop_projections.send(true);
             if let Err(e) = projection_task.await {
@@ -244,6 +252,7 @@ async fn server_parts(
     config: &Config,
     store: &EventStore,
     projected: tokio::sync::watch::Receiver<u64>,
+    sessions: &SessionView,
 ) -> anyhow::Result<server::Parts> {
     let cluster =
         ClusterKey::from_base64(&config.secrets.cluster_key).context("secrets.cluster_key")?;
@@ -263,7 +272,13 @@ async fn server_parts(
         keys.clone(),
         Some(limiter.clone()),
     );
+    let sessions = SessionApi::new(
+        CommandHandler::new(store.clone()),
+        sessions.clone(),
+        Some(limiter.clone()),
+    );
     Ok(server::Parts {
+        sessions: std::sync::Arc::new(sessions),
         authenticator: Authenticator::new(store.pool().clone(), keys.clone(), Some(limiter))
             .with_cache_ttl(std::time::Duration::from_millis(
                 config.api.auth_cache_ttl_ms,
@@ -272,6 +287,28 @@ async fn server_parts(
         commands: std::sync::Arc::new(commands),
         projected,
     })
+}
+
+/// Starts the session side: the scheduler's view of the log, the scheduler
+/// (one manager at a time acts) and the kernel driver.
+fn start_sessions(config: &Config, store: &EventStore, agents: &AgentServices) -> SessionServices {
+    use std::time::Duration;
+    let s = &config.sessions;
+    SessionServices::start(
+        CommandHandler::new(store.clone()),
+        agents.clients().clone(),
+        SessionServicesConfig {
+            scheduler: SchedulerConfig {
+                database_url: config.db.url.clone(),
+                tick: Duration::from_millis(s.schedule_interval_ms.max(10)),
+            },
+            driver: DriverConfig {
+                tick: Duration::from_millis(s.schedule_interval_ms.max(10)),
+                create_timeout: Duration::from_secs(s.create_timeout_secs.max(1)),
+                destroy_timeout: Duration::from_secs(s.destroy_timeout_secs.max(1)),
+            },
+        },
+    )
 }
 
 /// Starts the agent side: the directory of agents (from the log), the
@@ -294,8 +331,9 @@ async fn start_agents(config: &Config, store: &EventStore) -> anyhow::Result<Age
     let mut sweeper = SweeperConfig::new(prefix, config.db.url.clone());
     sweeper.heartbeat_timeout = Duration::from_millis(a.heartbeat_timeout_ms.max(1));
     sweeper.sweep_interval = Duration::from_millis(a.sweep_interval_ms.max(10));
-    AgentServices::start(
-        CommandHandler::new(store.clone()),
+    let handler = CommandHandler::new(store.clone());
+    AgentServices::start_with(
+        handler.clone(),
         AgentServicesConfig {
             redis_url: config.redis.url.clone(),
             database_url: config.db.url.clone(),
@@ -303,6 +341,7 @@ async fn start_agents(config: &Config, store: &EventStore) -> anyhow::Result<Age
             sweeper,
             rpc: agent_rpc::ClientConfig::new(key),
         },
+        std::sync::Arc::new(SessionNotices::new(handler)),
     )
     .await
     .with_context(|| {

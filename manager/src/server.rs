@@ -157,6 +157,8 @@ pub struct Parts {
     pub commands: Arc<dyn CommandPort>,
     /// The progress of this process's projection runner.
     pub projected: tokio::sync::watch::Receiver<u64>,
+    /// The session endpoints (`POST /session`, …).
+    pub sessions: Arc<manager_command::session::rest::SessionApi>,
 }
 
 /// Starts both listeners over an already opened event store.
@@ -201,6 +203,7 @@ pub fn start(
     ));
     let freshness = web::Data::from(freshness);
     let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));
+    let sessions = web::Data::new(parts.sessions);
     let api = HttpServer::new(move || {
         App::new()
             .app_data(authenticator.clone())
@@ -208,12 +211,14 @@ pub fn start(
             .app_data(announcement_text.clone())
             .app_data(graphql.clone())
             .app_data(freshness.clone())
+            .app_data(sessions.clone())
             .wrap(from_fn(read_your_writes))
             .wrap(from_fn(authenticate))
             .wrap(from_fn(check_api_version))
             .wrap(DefaultHeaders::new().add(("Server", "BackendAI")))
             .wrap(from_fn(problem_json))
             .route("/manager/announcement", web::get().to(announcement))
+            .configure(manager_command::session::rest::configure)
             .configure(manager_query::rest::configure)
             .configure(manager_query::graphql::configure)
             .service(

@@ -1,0 +1,411 @@
+//! Sessions end to end: `manager start-server` with a real `process` agent
+//! — create (held until it runs), destroy, batch results, cancellation of a
+//! queued session, and bad requests that change nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use manager_events::codec::decode;
+use manager_events::session::{SessionEvent, SessionResult, SessionStatus};
+use manager_events::testing::TestDb;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use common::{ADMIN_AK, ADMIN_SK, USER_AK, USER_SK};
+
+fn redis_url() -> String {
+    std::env::var("MANAGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:8111".into())
+}
+
+async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A process agent of the test's cluster (same Redis prefix).
+async fn process_agent(db: &TestDb, id: &str, cpu: &str) -> agent::Fleet {
+    let prefix = db.url.rsplit('/').next().unwrap().to_owned();
+    let mut config = agent::Config::default();
+    config.agent.id = id.into();
+    config.agent.backend = agent::config::BackendKind::Process;
+    config.rpc.listen = "tcp://127.0.0.1:0".into();
+    config.redis.url = redis_url();
+    config.redis.key_prefix = prefix;
+    config.heartbeat.interval_ms = 200;
+    config.heartbeat.ttl_ms = 2000;
+    config.slots = [
+        ("cpu".to_owned(), agent::config::SlotValue(cpu.into())),
+        ("mem".to_owned(), agent::config::SlotValue("4g".into())),
+    ]
+    .into();
+    agent::Fleet::start(config).await.unwrap()
+}
+
+/// Every status the log recorded for a session, in order, and its result.
+async fn history(
+    store: &manager_events::EventStore,
+    id: Uuid,
+) -> (Vec<SessionStatus>, SessionResult) {
+    let mut statuses = Vec::new();
+    let mut result = SessionResult::Undefined;
+    for r in store
+        .read_stream(&manager_events::session::stream_id(id), 0)
+        .await
+        .unwrap()
+    {
+        match decode::<SessionEvent>(&r.event_type, &r.payload).unwrap() {
+            SessionEvent::SessionEnqueued { .. } => statuses.push(SessionStatus::Pending),
+            SessionEvent::SessionScheduled { .. } => statuses.push(SessionStatus::Scheduled),
+            SessionEvent::SessionCancelled { .. } => statuses.push(SessionStatus::Cancelled),
+            SessionEvent::KernelsTransitioned {
+                session_status: Some(s),
+                ..
+            }
+            | SessionEvent::KernelStarted {
+                session_status: Some(s),
+                ..
+            } => statuses.push(s),
+            SessionEvent::SessionResultRecorded { result: r, .. } => result = r,
+            _ => {}
+        }
+    }
+    (statuses, result)
+}
+
+async fn post(
+    server: &common::Server,
+    keypair: (&str, &str),
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = common::signed_json(
+        server,
+        "POST",
+        path,
+        keypair,
+        body.to_string().as_bytes(),
+        &[],
+    )
+    .await;
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn delete(server: &common::Server, keypair: (&str, &str), path: &str) -> (u16, Value) {
+    let r = common::signed_json(server, "DELETE", path, keypair, b"", &[]).await;
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+const USER: (&str, &str) = (USER_AK, USER_SK);
+
+#[tokio::test]
+async fn a_session_is_created_runs_on_the_agent_and_is_destroyed() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture(&db).await;
+    let _agent = process_agent(&db, "i-proc", "4").await;
+
+    let (status, body) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "first", "image": "python", "maxWaitSeconds": 60,
+               "config": {"resources": {"cpu": "1", "mem": "512m"}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "RUNNING", "{body}");
+    assert_eq!(body["created"], true);
+    let id: Uuid = body["sessionId"].as_str().unwrap().parse().unwrap();
+
+    // The same name again reuses it.
+    let (status, again) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "first", "image": "python", "enqueueOnly": true}),
+    )
+    .await;
+    assert_eq!(
+        (status, &again["created"], &again["sessionId"]),
+        (201, &json!(false), &body["sessionId"]),
+        "{again}"
+    );
+    // …unless the caller refuses reuse.
+    let (status, refused) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "first", "image": "python", "reuseIfExists": false}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("session-already-exists")
+    );
+    assert_eq!(refused["data"]["existingSessionId"], body["sessionId"]);
+
+    // Another user's session of that name is not this one.
+    let (status, _) = delete(&server, (ADMIN_AK, ADMIN_SK), "/session/first").await;
+    assert_eq!(status, 404);
+
+    let (status, body) = delete(&server, USER, "/session/first").await;
+    assert_eq!((status, body), (200, json!({"stats": null})));
+    until(Duration::from_secs(20), "terminated", || async {
+        history(&store, id).await.0.last() == Some(&SessionStatus::Terminated)
+    })
+    .await;
+    let (statuses, _) = history(&store, id).await;
+    assert_eq!(statuses.first(), Some(&SessionStatus::Pending));
+    assert!(statuses.contains(&SessionStatus::Running), "{statuses:?}");
+    assert!(
+        statuses.contains(&SessionStatus::Terminating),
+        "{statuses:?}"
+    );
+
+    // Its name is free again.
+    let (status, body) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "first", "image": "python", "enqueueOnly": true}),
+    )
+    .await;
+    assert_eq!((status, &body["created"]), (201, &json!(true)), "{body}");
+    assert_ne!(body["sessionId"], json!(id.to_string()));
+}
+
+#[tokio::test]
+async fn a_batch_session_records_its_exit_code_and_ends_by_itself() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture(&db).await;
+    let _agent = process_agent(&db, "i-batch", "4").await;
+
+    let mut ids = Vec::new();
+    for (name, command) in [("batch-ok", "exit 0"), ("batch-bad", "exit 3")] {
+        let (status, body) = post(
+            &server,
+            USER,
+            "/session",
+            json!({"name": name, "image": "python", "type": "batch",
+                   "startupCommand": command, "enqueueOnly": true}),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["status"]),
+            (201, &json!("PENDING")),
+            "{body}"
+        );
+        ids.push(body["sessionId"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    for (id, expected) in ids
+        .into_iter()
+        .zip([SessionResult::Success, SessionResult::Failure])
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while history(&store, id).await.0.last() != Some(&SessionStatus::Terminated)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if history(&store, id).await.0.last() != Some(&SessionStatus::Terminated) {
+            let events = store
+                .read_stream(&manager_events::session::stream_id(id), 0)
+                .await
+                .unwrap();
+            panic!("{events:#?}");
+        }
+        assert_eq!(history(&store, id).await.1, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_fits_nowhere_waits_without_blocking_the_queue_and_is_cancelled_on_destroy()
+{
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture(&db).await;
+    let _agent = process_agent(&db, "i-small", "2").await;
+
+    // Too big for the only agent: stays PENDING with a reason…
+    let (status, big) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "too-big", "image": "python", "enqueueOnly": true,
+               "config": {"resources": {"cpu": "3"}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{big}");
+    let big_id: Uuid = big["sessionId"].as_str().unwrap().parse().unwrap();
+    // …while a small one behind it runs.
+    let (status, small) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "small", "image": "python", "maxWaitSeconds": 60}),
+    )
+    .await;
+    assert_eq!(
+        (status, &small["status"]),
+        (201, &json!("RUNNING")),
+        "{small}"
+    );
+    let events = store
+        .read_stream(&manager_events::session::stream_id(big_id), 0)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.event_type == "SchedulingDeferred"
+            && e.payload["status_info"] == "no-available-instances"),
+        "{events:?}"
+    );
+    // A held request for it times out with the reference's pseudo-status.
+    let (status, held) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "too-big-2", "image": "python", "maxWaitSeconds": 1,
+               "config": {"resources": {"cpu": "3"}}}),
+    )
+    .await;
+    assert_eq!(
+        (status, &held["status"]),
+        (201, &json!("TIMEOUT")),
+        "{held}"
+    );
+
+    let (status, _) = delete(&server, USER, "/session/too-big").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        history(&store, big_id).await.0.last(),
+        Some(&SessionStatus::Cancelled)
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_problem_json_and_append_nothing() {
+    let db = TestDb::new().await;
+    let server = common::start_with_fixture(&db).await;
+    let head = common::log_head(&db).await;
+    let cases = [
+        (
+            json!({"name": "s-img", "image": "no-such-image"}),
+            404,
+            "object-not-found",
+        ),
+        (
+            json!({"name": "s-slot", "image": "python", "config": {"resources": {"gpu.magic": "1"}}}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-neg", "image": "python", "config": {"resources": {"cpu": "-1"}}}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-low", "image": "python", "config": {"resources": {"mem": "1m"}}}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-zero", "image": "python", "clusterSize": 0}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-huge", "image": "python", "clusterSize": 100000}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-two", "image": "python", "clusterSize": 2}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-env", "image": "python", "config": {"environ": {"A": 1}}}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-dep", "image": "python", "dependencies": [Uuid::new_v4().to_string()]}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-dep2", "image": "python", "dependencies": "x"}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "x", "image": "python"}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-batch", "image": "python", "type": "batch"}),
+            400,
+            "invalid-api-params",
+        ),
+        (
+            json!({"name": "s-sg", "image": "python", "config": {"scalingGroup": "nope"}}),
+            404,
+            "object-not-found",
+        ),
+        (
+            json!({"name": "s-agent", "image": "python", "config": {"agentList": ["i-x"]}}),
+            403,
+            "insufficient-privilege",
+        ),
+        (
+            json!({"name": "s-extra", "image": "python", "bogus": 1}),
+            400,
+            "invalid-api-params",
+        ),
+    ];
+    for (body, status, kind) in cases {
+        let (got, answer) = post(&server, USER, "/session", body.clone()).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert!(
+            answer["type"].as_str().is_some_and(|t| t.ends_with(kind)),
+            "{body} → {answer}"
+        );
+    }
+    let r = common::signed_json(&server, "POST", "/session", USER, b"{not json", &[]).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        common::log_head(&db).await,
+        head,
+        "a refused request appended events"
+    );
+    // Destroying what does not exist.
+    let (status, body) = delete(&server, USER, "/session/nothing-here").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = delete(&server, USER, "/session/x?forced=maybe").await;
+    assert_eq!(status, 400, "{body}");
+}
