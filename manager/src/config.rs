@@ -83,6 +83,19 @@ pub struct SessionsConfig {
     /// repeated, in seconds. Default 60.
     /// Env `MANAGER_SESSIONS__DESTROY_TIMEOUT_SECS`.
     pub destroy_timeout_secs: u64,
+    /// Kernels on an agent LOST (or stopped) this many seconds are recorded
+    /// ERROR (`agent-lost`) and their slots and quota freed; an agent back
+    /// sooner loses nothing. 0: at once. Default 300.
+    /// Env `MANAGER_SESSIONS__LOST_AGENT_GRACE_SECS`.
+    pub lost_agent_grace_secs: u64,
+    /// A session still starting (SCHEDULED to CREATING) after this many
+    /// seconds has its unstarted kernels recorded ERROR (`start-timeout`).
+    /// Default 900. Env `MANAGER_SESSIONS__START_TIMEOUT_SECS`.
+    pub start_timeout_secs: u64,
+    /// A session still TERMINATING after this many seconds is recorded
+    /// TERMINATED (`hang-timeout`). Default 600.
+    /// Env `MANAGER_SESSIONS__TERMINATE_TIMEOUT_SECS`.
+    pub terminate_timeout_secs: u64,
 }
 
 impl Default for SessionsConfig {
@@ -91,6 +104,9 @@ impl Default for SessionsConfig {
             schedule_interval_ms: 1000,
             create_timeout_secs: 600,
             destroy_timeout_secs: 60,
+            lost_agent_grace_secs: 300,
+            start_timeout_secs: 900,
+            terminate_timeout_secs: 600,
         }
     }
 }

@@ -16,6 +16,7 @@ use manager_command::session::driver::DriverConfig;
 use manager_command::session::notices::SessionNotices;
 use manager_command::session::rest::SessionApi;
 use manager_command::session::scheduler::SchedulerConfig;
+use manager_command::session::sweeper::SweepConfig;
 use manager_command::session::view::SessionView;
 use manager_command::session::{SessionServices, SessionServicesConfig};
 use manager_events::secrets::{ClusterKey, KeyStore};
@@ -306,6 +307,11 @@ fn start_sessions(config: &Config, store: &EventStore, agents: &AgentServices) -
                 tick: Duration::from_millis(s.schedule_interval_ms.max(10)),
                 create_timeout: Duration::from_secs(s.create_timeout_secs.max(1)),
                 destroy_timeout: Duration::from_secs(s.destroy_timeout_secs.max(1)),
+                sweep: SweepConfig {
+                    lost_agent_grace: Duration::from_secs(s.lost_agent_grace_secs),
+                    start_timeout: Duration::from_secs(s.start_timeout_secs.max(1)),
+                    terminate_timeout: Duration::from_secs(s.terminate_timeout_secs.max(1)),
+                },
             },
         },
     )

@@ -409,3 +409,156 @@ async fn bad_requests_are_refused_with_problem_json_and_append_nothing() {
     let (status, body) = delete(&server, USER, "/session/x?forced=maybe").await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn quotas_hold_sessions_back_and_say_why() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture(&db).await;
+    let _agent = process_agent(&db, "i-quota", "8").await;
+    // One session at a time, at most 2 CPUs, for the default policy.
+    let answer = common::gql(
+        &server,
+        (ADMIN_AK, ADMIN_SK),
+        r#"mutation { modify_keypair_resource_policy(name: "default", props: {
+            max_concurrent_sessions: 1, total_resource_slots: "{\"cpu\": \"2\"}",
+            default_for_unspecified: "UNLIMITED"}) { ok msg } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        answer["data"]["modify_keypair_resource_policy"]["ok"], true,
+        "{answer}"
+    );
+
+    let (status, too_big) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "q-big", "image": "python", "enqueueOnly": true,
+               "config": {"resources": {"cpu": "3"}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{too_big}");
+    let (status, first) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "q-one", "image": "python", "maxWaitSeconds": 60}),
+    )
+    .await;
+    assert_eq!(
+        (status, &first["status"]),
+        (201, &json!("RUNNING")),
+        "{first}"
+    );
+    let (status, second) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "q-two", "image": "python", "maxWaitSeconds": 2}),
+    )
+    .await;
+    assert_eq!(
+        (status, &second["status"]),
+        (201, &json!("TIMEOUT")),
+        "{second}"
+    );
+
+    let failed = |id: &Value| {
+        let id: Uuid = id.as_str().unwrap().parse().unwrap();
+        let store = store.clone();
+        async move {
+            store
+                .read_stream(&manager_events::session::stream_id(id), 0)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.event_type == "SchedulingDeferred")
+                .flat_map(|e| {
+                    e.payload["failed_predicates"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    until(
+        Duration::from_secs(10),
+        "q-two held back by concurrency",
+        || async {
+            failed(&second["sessionId"])
+                .await
+                .contains(&"concurrency".to_owned())
+        },
+    )
+    .await;
+    assert!(
+        failed(&too_big["sessionId"])
+            .await
+            .contains(&"keypair_resource_limit".to_owned()),
+        "{:?}",
+        failed(&too_big["sessionId"]).await
+    );
+    // The first one ends: the second one runs.
+    let (status, _) = delete(&server, USER, "/session/q-one").await;
+    assert_eq!(status, 200);
+    let second_id: Uuid = second["sessionId"].as_str().unwrap().parse().unwrap();
+    until(Duration::from_secs(30), "q-two runs", || async {
+        history(&store, second_id)
+            .await
+            .0
+            .contains(&SessionStatus::Running)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kernels_of_a_lost_agent_end_in_error_and_the_session_can_still_be_destroyed() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture_env(
+        &db,
+        &[
+            ("MANAGER_AGENTS__HEARTBEAT_TIMEOUT_MS", "600"),
+            ("MANAGER_AGENTS__SWEEP_INTERVAL_MS", "50"),
+            ("MANAGER_SESSIONS__LOST_AGENT_GRACE_SECS", "0"),
+            ("MANAGER_SESSIONS__SCHEDULE_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    let agent = process_agent(&db, "i-doomed", "4").await;
+    let (status, body) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "stranded", "image": "python", "maxWaitSeconds": 60}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (201, &json!("RUNNING")),
+        "{body}"
+    );
+    let id: Uuid = body["sessionId"].as_str().unwrap().parse().unwrap();
+    drop(agent);
+    until(Duration::from_secs(20), "ERROR", || async {
+        history(&store, id).await.0.last() == Some(&SessionStatus::Error)
+    })
+    .await;
+    let events = store
+        .read_stream(&manager_events::session::stream_id(id), 0)
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.payload["reason"], "agent-lost", "{:?}", last.payload);
+    // An errored session is destroyed at once: nobody to ask.
+    let (status, _) = delete(&server, USER, "/session/stranded").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        history(&store, id).await.0.last(),
+        Some(&SessionStatus::Terminated)
+    );
+}

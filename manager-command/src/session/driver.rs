@@ -46,6 +46,8 @@ pub struct DriverConfig {
     pub create_timeout: Duration,
     /// How long `destroy_kernel` may take.
     pub destroy_timeout: Duration,
+    /// What the sweeper turns into commands.
+    pub sweep: super::sweeper::SweepConfig,
 }
 
 impl Default for DriverConfig {
@@ -54,6 +56,7 @@ impl Default for DriverConfig {
             tick: Duration::from_secs(1),
             create_timeout: Duration::from_secs(600),
             destroy_timeout: Duration::from_secs(60),
+            sweep: super::sweeper::SweepConfig::default(),
         }
     }
 }
@@ -141,8 +144,9 @@ impl Driver {
         let mut ticker = tokio::time::interval(self.config.tick.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut ticked = false;
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => ticked = true,
                 r = changes.changed() => if r.is_err() { return },
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
@@ -154,6 +158,9 @@ impl Driver {
             changes.borrow_and_update();
             if *leader.borrow() {
                 self.pass();
+                if ticked {
+                    self.sweep().await;
+                }
             }
         }
     }
@@ -192,6 +199,22 @@ impl Driver {
                     });
                 }
             }
+        }
+    }
+
+    /// Sends what the sweeper finds (see [`super::sweeper`]).
+    pub async fn sweep(&self) {
+        let commands = super::sweeper::sweep(&self.view, &self.config.sweep, chrono::Utc::now());
+        for (id, command) in commands {
+            let reason = match &command {
+                SessionCommand::Fail { reason, .. } | SessionCommand::Destroy { reason, .. } => {
+                    reason.clone()
+                }
+                _ => String::new(),
+            };
+            tracing::info!(session = %id, reason, "sweeping a session");
+            metrics::counter!("session_sweeps_total", "reason" => reason).increment(1);
+            self.act(id, command, "sweeper").await;
         }
     }
 

@@ -13,6 +13,7 @@ pub mod notices;
 pub mod request;
 pub mod rest;
 pub mod scheduler;
+pub mod sweeper;
 pub mod view;
 
 use manager_events::session::{Owner, SessionSpec, name_key};

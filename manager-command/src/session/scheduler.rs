@@ -16,11 +16,14 @@
 //!   (`no-available-instances`, `predicate-checks-failed`) and the queue
 //!   goes on with the sessions behind it.
 //! - **Bounded starvation.** Large sessions are not starved forever by
-//!   small ones behind them: under FIFO, once a session has waited
-//!   [`STARVATION_ROUNDS`] productive rounds without fitting, nothing behind
-//!   it in its scaling group is placed until it is (the capacity freed is
-//!   kept for it). `num_retries_to_skip` > 0 turns this off, as the
-//!   reference's "skip after N retries".
+//!   small ones behind them: under FIFO, once a session that would fit on
+//!   an empty agent of its group has waited longer than the group's
+//!   `scheduler_opts.config.starvation_timeout` (seconds, default
+//!   [`DEFAULT_STARVATION_TIMEOUT`]; 0 turns it off), nothing behind it in
+//!   its scaling group is placed until it is: the capacity freed is kept
+//!   for it. A session larger than every agent never holds the queue.
+//!   `num_retries_to_skip` > 0 also turns it off (the reference's "skip
+//!   after N retries" is the opposite choice).
 //!
 //! # Policies (scaling group `scheduler`)
 //! - `fifo` (default): oldest first.
@@ -64,9 +67,9 @@ use crate::handler::CommandHandler;
 /// The scheduler's advisory lock id.
 pub const SCHEDULER_LOCK: i64 = 0x6261_6900_0000_0091;
 
-/// Productive rounds a FIFO session may be passed over before the queue
-/// behind it waits for it.
-pub const STARVATION_ROUNDS: u32 = 20;
+/// Seconds a FIFO session may wait before the queue behind it waits for
+/// it (see the module documentation).
+pub const DEFAULT_STARVATION_TIMEOUT: u64 = 600;
 
 /// Placements appended concurrently (they share group commits).
 const CONCURRENT_APPENDS: usize = 256;
@@ -99,8 +102,6 @@ pub struct Scheduler {
     handler: CommandHandler,
     view: SessionView,
     config: SchedulerConfig,
-    /// Per session, productive rounds it was passed over.
-    passed_over: std::sync::Arc<std::sync::Mutex<HashMap<Uuid, u32>>>,
     leader: std::sync::Arc<watch::Sender<bool>>,
 }
 
@@ -125,6 +126,7 @@ struct Policy {
     concentrated: bool,
     num_retries_to_skip: u32,
     pending_timeout: Option<Duration>,
+    starvation_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,11 +157,17 @@ impl Policy {
             .and_then(serde_json::Value::as_f64)
             .filter(|s| *s > 0.0)
             .map(Duration::from_secs_f64);
+        let starvation = opts
+            .get("config")
+            .and_then(|c| c.get("starvation_timeout"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(DEFAULT_STARVATION_TIMEOUT);
         Policy {
             order,
             concentrated,
             num_retries_to_skip,
             pending_timeout,
+            starvation_timeout: (starvation > 0).then(|| Duration::from_secs(starvation)),
         }
     }
 }
@@ -260,6 +268,160 @@ fn choose(
     best.map(|(i, _)| i)
 }
 
+/// What sessions holding quota use, per owner scope, and how many each
+/// keypair runs (this round's placements included).
+#[derive(Debug, Default)]
+struct Usage {
+    sessions: HashMap<String, i64>,
+    by_keypair: HashMap<String, Slots>,
+    by_user: HashMap<Uuid, Slots>,
+    by_project: HashMap<Uuid, Slots>,
+    by_domain: HashMap<String, Slots>,
+}
+
+impl Usage {
+    fn add(&mut self, s: &super::Session) {
+        let per_kernel = slots_of(&s.spec.slots_per_kernel);
+        let mut total = Slots::new();
+        for _ in &s.kernels {
+            add(&mut total, &per_kernel);
+        }
+        let o = &s.owner;
+        *self.sessions.entry(o.access_key.clone()).or_insert(0) += 1;
+        add(
+            self.by_keypair.entry(o.access_key.clone()).or_default(),
+            &total,
+        );
+        add(self.by_user.entry(o.user_id).or_default(), &total);
+        add(self.by_project.entry(o.project_id).or_default(), &total);
+        add(
+            self.by_domain.entry(o.domain_name.clone()).or_default(),
+            &total,
+        );
+    }
+}
+
+/// The first slot where `used + want` exceeds `limit(slot)`, as a message.
+fn exceeded(
+    used: Option<&Slots>,
+    want: &Slots,
+    limit: impl Fn(&str) -> SlotAmount,
+) -> Option<String> {
+    want.iter().find_map(|(slot, w)| {
+        if *w <= SlotAmount::ZERO {
+            return None;
+        }
+        let u = used
+            .and_then(|m| m.get(slot))
+            .copied()
+            .unwrap_or(SlotAmount::ZERO);
+        let l = limit(slot);
+        (u.plus(*w) > l).then(|| format!("{slot}: {} of {l}", u.plus(*w)))
+    })
+}
+
+fn listed_or(map: &BTreeMap<String, String>, slot: &str, unlisted: SlotAmount) -> SlotAmount {
+    map.get(slot)
+        .and_then(|v| SlotAmount::parse(v).ok())
+        .unwrap_or(unlisted)
+}
+
+/// The quota predicates (all evaluated, failures collected):
+/// `concurrency` (`max_concurrent_sessions` of the keypair's policy),
+/// `keypair_resource_limit` (its `total_resource_slots`; unlisted slots per
+/// `default_for_unspecified`), `user_resource_limit` (the same of the
+/// user's main keypair's policy, over all the user's sessions),
+/// `user_group_resource_limit` (the project's `total_resource_slots`;
+/// unlisted slots unlimited) and `domain_resource_limit` (likewise).
+fn quota_failures(
+    s: &super::Session,
+    usage: &Usage,
+    tenancy: &super::view::Tenancy,
+) -> Vec<PredicateFailure> {
+    use manager_events::policy::DefaultForUnspecified;
+    let mut failures = Vec::new();
+    let per_kernel = slots_of(&s.spec.slots_per_kernel);
+    let mut want = Slots::new();
+    for _ in &s.kernels {
+        add(&mut want, &per_kernel);
+    }
+    let o = &s.owner;
+    let policy_of = |ak: &str| {
+        tenancy
+            .keypairs
+            .get(ak)
+            .and_then(|k| k.live())
+            .and_then(|k| tenancy.policies.get(&k.resource_policy))
+            .and_then(|p| p.live())
+    };
+    let check_policy = |policy: &manager_events::policy::KeypairPolicyFields,
+                        used: Option<&Slots>| {
+        let unlisted = match policy.default_for_unspecified {
+            DefaultForUnspecified::Limited => SlotAmount::ZERO,
+            DefaultForUnspecified::Unlimited => SlotAmount::Infinity,
+        };
+        exceeded(used, &want, |slot| {
+            listed_or(&policy.total_resource_slots, slot, unlisted)
+        })
+    };
+    if let Some(policy) = policy_of(&o.access_key) {
+        let running = usage.sessions.get(&o.access_key).copied().unwrap_or(0);
+        if policy.max_concurrent_sessions > 0 && running >= policy.max_concurrent_sessions {
+            failures.push(PredicateFailure {
+                name: "concurrency".into(),
+                msg: format!(
+                    "You cannot run more than {} concurrent sessions",
+                    policy.max_concurrent_sessions
+                ),
+            });
+        }
+        if let Some(what) = check_policy(policy, usage.by_keypair.get(&o.access_key)) {
+            failures.push(PredicateFailure {
+                name: "keypair_resource_limit".into(),
+                msg: format!("Your keypair resource quota is exceeded. ({what})"),
+            });
+        }
+    }
+    let main_policy = tenancy
+        .users
+        .get(&o.user_id)
+        .and_then(|u| u.main_access_key.as_deref())
+        .and_then(policy_of);
+    if let Some(policy) = main_policy
+        && let Some(what) = check_policy(policy, usage.by_user.get(&o.user_id))
+    {
+        failures.push(PredicateFailure {
+            name: "user_resource_limit".into(),
+            msg: format!("Your main-keypair resource quota is exceeded. ({what})"),
+        });
+    }
+    if let Some(fields) = tenancy.projects.get(&o.project_id).and_then(|p| p.live())
+        && let Some(what) = exceeded(usage.by_project.get(&o.project_id), &want, |slot| {
+            listed_or(&fields.total_resource_slots, slot, SlotAmount::Infinity)
+        })
+    {
+        failures.push(PredicateFailure {
+            name: "user_group_resource_limit".into(),
+            msg: format!("Your group resource quota is exceeded. ({what})"),
+        });
+    }
+    if let Some(domain) = tenancy.domains.get(&o.domain_name)
+        && let Some(what) = exceeded(usage.by_domain.get(&o.domain_name), &want, |slot| {
+            listed_or(
+                &domain.fields.total_resource_slots,
+                slot,
+                SlotAmount::Infinity,
+            )
+        })
+    {
+        failures.push(PredicateFailure {
+            name: "domain_resource_limit".into(),
+            msg: format!("Your domain resource quota is exceeded. ({what})"),
+        });
+    }
+    failures
+}
+
 /// A planned placement, ready to append.
 struct Planned {
     session: Uuid,
@@ -273,7 +435,6 @@ impl Scheduler {
             handler,
             view,
             config,
-            passed_over: Default::default(),
             leader: std::sync::Arc::new(watch::channel(false).0),
         }
     }
@@ -398,7 +559,7 @@ impl Scheduler {
         let mut round = Round::default();
         let sessions = self.view.sessions();
         let mut pending: BTreeMap<String, Vec<SessionEntry>> = BTreeMap::new();
-        let mut usage: HashMap<String, Slots> = HashMap::new();
+        let mut usage = Usage::default();
         let mut dead_or_done: HashMap<Uuid, SessionStatus> = HashMap::new();
         for s in &sessions {
             if let Some(id) = s.state.id {
@@ -410,11 +571,7 @@ impl Scheduler {
                     .or_default()
                     .push(s.clone());
             } else if s.state.status.holds_quota() {
-                let per_kernel = slots_of(&s.state.spec.slots_per_kernel);
-                let u = usage.entry(s.state.owner.access_key.clone()).or_default();
-                for _ in &s.state.kernels {
-                    add(u, &per_kernel);
-                }
+                usage.add(&s.state);
             }
         }
         if pending.is_empty() {
@@ -445,7 +602,7 @@ impl Scheduler {
                 .get(&group)
                 .cloned()
                 .unwrap_or_else(|| Policy::of("fifo", &serde_json::Value::Null));
-            self.order(&policy, &mut queue, &usage, &candidates, &group);
+            self.order(&policy, &mut queue, &usage.by_keypair, &candidates, &group);
             let in_group: Vec<usize> = (0..candidates.len())
                 .filter(|i| candidates[*i].scaling_group == group)
                 .collect();
@@ -491,6 +648,21 @@ impl Scheduler {
                     }
                     continue;
                 }
+                let quota = self
+                    .view
+                    .with_tenancy(|t| quota_failures(&s.state, &usage, t));
+                if !quota.is_empty() {
+                    defers.push((
+                        id,
+                        SessionCommand::Defer {
+                            status_info: "predicate-checks-failed".into(),
+                            failed_predicates: quota,
+                            msg: None,
+                        },
+                    ));
+                    round.deferred += 1;
+                    continue;
+                }
                 if blocked {
                     continue;
                 }
@@ -498,7 +670,7 @@ impl Scheduler {
                     Some(placements) => {
                         let batch = self.batch(&s, &group, &placements, &mut candidates)?;
                         planned.push(Planned { session: id, batch });
-                        self.passed_over_clear(id);
+                        usage.add(&s.state);
                     }
                     None => {
                         defers.push((
@@ -512,9 +684,15 @@ impl Scheduler {
                             },
                         ));
                         round.deferred += 1;
+                        let starving = policy.starvation_timeout.is_some_and(|t| {
+                            s.created_at
+                                .and_then(|c| (now - c).to_std().ok())
+                                .is_some_and(|waited| waited >= t)
+                        });
                         if policy.order == Order::Fifo
                             && policy.num_retries_to_skip == 0
-                            && self.passed_over_bump(id) >= STARVATION_ROUNDS
+                            && starving
+                            && fits_when_empty(&s, &candidates, &in_group)
                         {
                             // Keep what frees up for the starving session.
                             blocked = true;
@@ -565,21 +743,6 @@ impl Scheduler {
             self.view.wait_for(last, Duration::from_secs(5)).await;
         }
         Ok(round)
-    }
-
-    fn passed_over_bump(&self, id: Uuid) -> u32 {
-        let Ok(mut m) = self.passed_over.lock() else {
-            return 0;
-        };
-        let n = m.entry(id).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    fn passed_over_clear(&self, id: Uuid) {
-        if let Ok(mut m) = self.passed_over.lock() {
-            m.remove(&id);
-        }
     }
 
     /// Puts a scaling group's queue in the policy's order.
@@ -749,6 +912,19 @@ fn predicates(
         });
     }
     (!failures.is_empty()).then_some(failures)
+}
+
+/// Whether `s` would fit on the group's agents if they were empty.
+fn fits_when_empty(s: &SessionEntry, candidates: &[Candidate], in_group: &[usize]) -> bool {
+    let mut empty: Vec<Candidate> = in_group
+        .iter()
+        .map(|i| Candidate {
+            used: Slots::new(),
+            ..candidates[*i].clone()
+        })
+        .collect();
+    let all: Vec<usize> = (0..empty.len()).collect();
+    place(s, &mut empty, &all, false).is_some()
 }
 
 /// Places every kernel of `s` on agents of `in_group`, updating what the

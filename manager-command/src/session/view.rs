@@ -27,7 +27,12 @@ use uuid::Uuid;
 use super::Session;
 use crate::agent::Agent;
 use crate::aggregate::Aggregate;
+use crate::domain::Domain;
+use crate::keypair::Keypair;
+use crate::policy::KeypairPolicy;
+use crate::project::Project;
 use crate::scaling_group::ScalingGroup;
+use crate::user::User;
 
 /// Slot amounts by slot name, exact.
 pub type Slots = BTreeMap<String, SlotAmount>;
@@ -70,6 +75,8 @@ pub struct AgentEntry {
     pub version: u64,
     /// Slots held on it, by kernel.
     pub held: HashMap<Uuid, Slots>,
+    /// Since when it is LOST or stopped (`None` while alive).
+    pub gone_since: Option<DateTime<Utc>>,
 }
 
 impl AgentEntry {
@@ -110,6 +117,8 @@ pub struct SessionEntry {
     /// Per kernel, the id of the event that last moved it (the key of the
     /// call that follows it, e.g. its destruction).
     pub kernel_events: HashMap<Uuid, Uuid>,
+    /// When its status last changed.
+    pub status_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +131,35 @@ struct State {
     ended: HashMap<Uuid, (SessionStatus, SessionResult)>,
     /// Kernel → (agent, slots placed).
     placed: HashMap<Uuid, (String, Slots)>,
+    /// What quotas are made of: keypairs, their policies, users (their
+    /// main keypair), projects and domains.
+    tenancy: Tenancy,
+}
+
+/// The aggregates quotas and limits are read from, by stream id.
+#[derive(Debug, Default, Clone)]
+pub struct Tenancy {
+    /// Keypairs by access key.
+    pub keypairs: HashMap<String, Keypair>,
+    /// Keypair resource policies by name.
+    pub policies: HashMap<String, KeypairPolicy>,
+    /// Users by id.
+    pub users: HashMap<Uuid, User>,
+    /// Projects by id.
+    pub projects: HashMap<Uuid, Project>,
+    /// Domains by name.
+    pub domains: HashMap<String, Domain>,
+}
+
+fn fold<K, A>(map: &mut HashMap<K, A>, key: Option<K>, e: &RecordedEvent)
+where
+    K: std::hash::Hash + Eq,
+    A: Aggregate,
+{
+    let Some(key) = key else { return };
+    if let Ok(event) = decode::<A::Event>(&e.event_type, &e.payload) {
+        map.entry(key).or_default().apply(&event);
+    }
 }
 
 /// The view; cheap to clone.
@@ -222,6 +260,15 @@ impl SessionView {
             .unwrap_or_default()
     }
 
+    /// Runs `f` over the keypairs, policies, users, projects and domains
+    /// (what quotas are made of) as of now, under the view's read lock.
+    pub fn with_tenancy<R>(&self, f: impl FnOnce(&Tenancy) -> R) -> R {
+        match self.state.read() {
+            Ok(s) => f(&s.tenancy),
+            Err(_) => f(&Tenancy::default()),
+        }
+    }
+
     /// The slot names some agent reports (besides the known ones).
     pub fn reported_slots(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -298,6 +345,15 @@ impl State {
                         self.placed.insert(*kernel, (id.to_owned(), slots));
                     }
                 }
+                match &event {
+                    AgentEvent::AgentLost { .. } | AgentEvent::AgentStopped { .. } => {
+                        entry.gone_since.get_or_insert(e.recorded_at);
+                    }
+                    AgentEvent::AgentRejoined { .. } | AgentEvent::AgentRegistered { .. } => {
+                        entry.gone_since = None;
+                    }
+                    _ => {}
+                }
                 entry.state.apply(&event);
             }
             manager_events::scaling_group::STREAM_TYPE => {
@@ -312,6 +368,35 @@ impl State {
                 }
             }
             manager_events::session::STREAM_TYPE => self.observe_session(e),
+            manager_events::keypair::STREAM_TYPE => {
+                let key = e.stream_id.strip_prefix("keypair:").map(str::to_owned);
+                fold(&mut self.tenancy.keypairs, key, e);
+            }
+            manager_events::policy::STREAM_TYPE => {
+                let key = e
+                    .stream_id
+                    .strip_prefix("keypair-policy:")
+                    .map(str::to_owned);
+                fold(&mut self.tenancy.policies, key, e);
+            }
+            manager_events::user::STREAM_TYPE => {
+                let key = e
+                    .stream_id
+                    .strip_prefix("user:")
+                    .and_then(|u| u.parse().ok());
+                fold(&mut self.tenancy.users, key, e);
+            }
+            manager_events::project::STREAM_TYPE => {
+                let key = e
+                    .stream_id
+                    .strip_prefix("project:")
+                    .and_then(|u| u.parse().ok());
+                fold(&mut self.tenancy.projects, key, e);
+            }
+            manager_events::domain::STREAM_TYPE => {
+                let key = e.stream_id.strip_prefix("domain:").map(str::to_owned);
+                fold(&mut self.tenancy.domains, key, e);
+            }
             _ => {}
         }
     }
@@ -349,7 +434,11 @@ impl State {
             }
             _ => {}
         }
+        let before = entry.state.status;
         entry.state.apply(&event);
+        if entry.status_since.is_none() || entry.state.status != before {
+            entry.status_since = Some(e.recorded_at);
+        }
         // What each kernel holds now.
         if let SessionEvent::KernelStarted {
             kernel_id,
