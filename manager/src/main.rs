@@ -13,6 +13,7 @@ use manager_command::auth::rate_limit::RateLimiter;
 use manager_command::handler::CommandHandler;
 use manager_command::service::CommandService;
 use manager_command::session::driver::DriverConfig;
+use manager_command::session::kernel_io::KernelIo;
 use manager_command::session::notices::SessionNotices;
 use manager_command::session::rest::SessionApi;
 use manager_command::session::scheduler::SchedulerConfig;
@@ -126,7 +127,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             let projection_task = tokio::spawn(projections.run(stopped));
             let agents = start_agents(&config, &store).await?;
             let sessions = start_sessions(&config, &store, &agents);
-            let parts = server_parts(&config, &store, projected, sessions.view()).await?;
+            let parts = server_parts(&config, &store, projected, sessions.view(), &agents).await?;
             let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             // One line on stdout with the bound addresses (port 0 binds any
@@ -254,6 +255,7 @@ async fn server_parts(
     store: &EventStore,
     projected: tokio::sync::watch::Receiver<u64>,
     sessions: &SessionView,
+    agents: &AgentServices,
 ) -> anyhow::Result<server::Parts> {
     let cluster =
         ClusterKey::from_base64(&config.secrets.cluster_key).context("secrets.cluster_key")?;
@@ -278,8 +280,10 @@ async fn server_parts(
         sessions.clone(),
         Some(limiter.clone()),
     );
+    let sessions = std::sync::Arc::new(sessions);
     Ok(server::Parts {
-        sessions: std::sync::Arc::new(sessions),
+        kernel_io: KernelIo::new(sessions.clone(), agents.clients().clone()),
+        sessions,
         authenticator: Authenticator::new(store.pool().clone(), keys.clone(), Some(limiter))
             .with_cache_ttl(std::time::Duration::from_millis(
                 config.api.auth_cache_ttl_ms,

@@ -40,11 +40,16 @@ pub struct Running {
     metrics: ServerHandle,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     store: EventStore,
+    /// Tells open event streams to send `server_close` and end.
+    close_streams: tokio::sync::watch::Sender<bool>,
 }
 
 impl Running {
     /// Stops both listeners gracefully, then drains the event store's writer.
     pub async fn stop(self) -> anyhow::Result<()> {
+        // Event streams end by themselves (with `server_close`), so that the
+        // graceful stop does not wait for them until its timeout.
+        let _ = self.close_streams.send(true);
         self.api.stop(true).await;
         self.metrics.stop(true).await;
         for task in self.tasks {
@@ -159,6 +164,8 @@ pub struct Parts {
     pub projected: tokio::sync::watch::Receiver<u64>,
     /// The session endpoints (`POST /session`, …).
     pub sessions: Arc<manager_command::session::rest::SessionApi>,
+    /// The kernel endpoints (logs, execute).
+    pub kernel_io: manager_command::session::kernel_io::KernelIo,
 }
 
 /// Starts both listeners over an already opened event store.
@@ -204,6 +211,12 @@ pub fn start(
     let freshness = web::Data::from(freshness);
     let announcement_text = web::Data::new(Announcement(config.api.announcement.clone()));
     let sessions = web::Data::new(parts.sessions);
+    let kernel_io = web::Data::new(parts.kernel_io);
+    let (close_streams, streams_closing) = tokio::sync::watch::channel(false);
+    let event_streams = web::Data::new(manager_query::events::EventStreams::new(
+        store.clone(),
+        streams_closing,
+    ));
     let api = HttpServer::new(move || {
         App::new()
             .app_data(authenticator.clone())
@@ -212,6 +225,8 @@ pub fn start(
             .app_data(graphql.clone())
             .app_data(freshness.clone())
             .app_data(sessions.clone())
+            .app_data(kernel_io.clone())
+            .app_data(event_streams.clone())
             .wrap(from_fn(read_your_writes))
             .wrap(from_fn(authenticate))
             .wrap(from_fn(check_api_version))
@@ -219,6 +234,7 @@ pub fn start(
             .wrap(from_fn(problem_json))
             .route("/manager/announcement", web::get().to(announcement))
             .configure(manager_command::session::rest::configure)
+            .configure(manager_command::session::kernel_io::configure)
             .configure(manager_query::rest::configure)
             .configure(manager_query::graphql::configure)
             .service(
@@ -258,6 +274,7 @@ pub fn start(
         metrics: metrics_handle,
         tasks: vec![tokio::spawn(api), tokio::spawn(metrics)],
         store,
+        close_streams,
     })
 }
 

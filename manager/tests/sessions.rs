@@ -562,3 +562,83 @@ async fn kernels_of_a_lost_agent_end_in_error_and_the_session_can_still_be_destr
         Some(&SessionStatus::Terminated)
     );
 }
+
+#[tokio::test]
+async fn code_runs_in_a_session_and_its_log_is_read_back() {
+    let db = TestDb::new().await;
+    let server = common::start_with_fixture(&db).await;
+    let _agent = process_agent(&db, "i-exec", "4").await;
+    let (status, body) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "calc", "image": "python", "maxWaitSeconds": 60}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (201, &json!("RUNNING")),
+        "{body}"
+    );
+
+    let mut answer = Value::Null;
+    let mut run_id = Value::Null;
+    let mut mode = "query";
+    let mut output = String::new();
+    for _ in 0..50 {
+        let (status, body) = post(
+            &server,
+            USER,
+            "/session/calc",
+            json!({"mode": mode, "code": "print(6 * 7)", "runId": run_id}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        answer = body["result"].clone();
+        for item in answer["console"].as_array().unwrap() {
+            if item[0] == "stdout" {
+                output.push_str(item[1].as_str().unwrap());
+            }
+        }
+        if answer["status"] != "continued" {
+            break;
+        }
+        run_id = answer["runId"].clone();
+        mode = "continue";
+    }
+    assert_eq!(answer["status"], "finished", "{answer}");
+    assert_eq!(output.trim(), "42", "{answer}");
+
+    let r = common::signed(&server, "GET", "/session/calc/logs", USER_AK, USER_SK, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let logs: Value = r.json().await.unwrap();
+    assert!(logs["result"]["logs"].is_string(), "{logs}");
+
+    // A mode that does not exist, and a continuation without its run.
+    let (status, _) = post(
+        &server,
+        USER,
+        "/session/calc",
+        json!({"mode": "dance", "code": "", "runId": null}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        &server,
+        USER,
+        "/session/calc",
+        json!({"mode": "continue", "code": "", "runId": null}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        &server,
+        USER,
+        "/session/nope",
+        json!({"mode": "query", "code": "1", "runId": null}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}

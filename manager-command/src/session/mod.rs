@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod driver;
+pub mod kernel_io;
 pub mod notices;
 pub mod request;
 pub mod rest;

@@ -132,7 +132,7 @@ fn check_known(params: &BTreeMap<String, Value>, known: &[&str], errors: &mut Er
 /// Who a request acts for: the caller, or (`owner_access_key`) a keypair
 /// the caller may act for — any for a superadmin, one of its own domain
 /// (not a superadmin's) for a domain admin, never for a user.
-struct Acting {
+pub(crate) struct Acting {
     access_key: String,
     user_id: Uuid,
     domain_name: String,
@@ -149,6 +149,24 @@ impl SessionApi {
             view,
             writes,
         }
+    }
+
+    /// Who a request acts for (see [`Acting`]).
+    pub(crate) async fn acting_for(
+        &self,
+        actor: &AuthContext,
+        owner: Option<&str>,
+    ) -> Result<Acting, Problem> {
+        self.acting(actor, owner).await
+    }
+
+    /// The live session `reference` names among `acting`'s.
+    pub(crate) async fn find_live(
+        &self,
+        acting: &Acting,
+        reference: &str,
+    ) -> Result<(Uuid, Session), Problem> {
+        self.find(&acting.access_key, reference).await
     }
 
     async fn acting(&self, actor: &AuthContext, owner: Option<&str>) -> Result<Acting, Problem> {
