@@ -642,3 +642,104 @@ async fn code_runs_in_a_session_and_its_log_is_read_back() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_running_session_restarts_and_is_renamed() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture(&db).await;
+    let _agent = process_agent(&db, "i-restart", "4").await;
+    let (status, body) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "phoenix", "image": "python", "maxWaitSeconds": 60}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (201, &json!("RUNNING")),
+        "{body}"
+    );
+    let id: Uuid = body["sessionId"].as_str().unwrap().parse().unwrap();
+
+    let r = common::signed_json(&server, "PATCH", "/session/phoenix", USER, b"", &[]).await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    until(Duration::from_secs(20), "running again", || async {
+        let (statuses, _) = history(&store, id).await;
+        statuses.ends_with(&[SessionStatus::Restarting, SessionStatus::Running])
+    })
+    .await;
+
+    // Renamed: the new name finds it, the old one no longer does, and the
+    // old name is free for another session.
+    let rename = |path: &'static str| {
+        let server = &server;
+        async move {
+            common::signed_json(server, "POST", path, USER, b"", &[])
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(rename("/session/phoenix/rename?name=renamed").await, 204);
+    assert_eq!(rename("/session/renamed/rename?name=bad").await, 400);
+    assert_eq!(rename("/session/phoenix/rename?name=again").await, 404);
+    let (status, body) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "phoenix", "image": "python", "enqueueOnly": true}),
+    )
+    .await;
+    assert_eq!((status, &body["created"]), (201, &json!(true)), "{body}");
+    let (status, _) = delete(&server, USER, "/session/renamed").await;
+    assert_eq!(status, 200);
+    until(Duration::from_secs(20), "terminated", || async {
+        history(&store, id).await.0.last() == Some(&SessionStatus::Terminated)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_recursive_destroy_ends_the_sessions_that_depend_on_it() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server = common::start_with_fixture(&db).await;
+    // No agent: everything stays queued.
+    let (_, first) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "base", "image": "python", "enqueueOnly": true}),
+    )
+    .await;
+    let (status, second) = post(
+        &server,
+        USER,
+        "/session",
+        json!({"name": "child", "image": "python", "enqueueOnly": true,
+               "dependencies": ["base"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{second}");
+    let r = common::signed_json(
+        &server,
+        "DELETE",
+        "/session/base?recursive=true",
+        USER,
+        b"",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body.as_array().map(Vec::len), Some(2), "{body}");
+    for s in [&first, &second] {
+        let id: Uuid = s["sessionId"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            history(&store, id).await.0.last(),
+            Some(&SessionStatus::Cancelled)
+        );
+    }
+}
