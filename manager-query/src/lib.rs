@@ -15,9 +15,14 @@
 //! - [`rest`]: REST reads (`GET /auth/role`, `GET /config/resource-slots`).
 //! - [`resource`]: resource presets (`GET /resource/presets`,
 //!   `POST /resource/check-presets`).
+//! - [`session_rest`]: one session's information (`GET /session/{name}`).
+//! - [`events`]: server-sent events (`GET /events/session`, followed from
+//!   the event log, and `GET /events/background-task`).
 
+pub mod events;
 pub mod freshness;
 pub mod graphql;
 pub mod minilang;
 pub mod resource;
 pub mod rest;
+pub mod session_rest;

@@ -1,4 +1,5 @@
-//! REST reads.
+//! REST reads. Also mounts `GET /session/{name}` ([`crate::session_rest`])
+//! and the event streams ([`crate::events`]).
 
 use actix_web::{HttpResponse, web};
 use manager_events::auth::AuthContext;
@@ -78,5 +79,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/resource/check-presets",
             web::post().to(crate::resource::check_presets),
+        )
+        // Guarded, like the write side's `/session/{name}`, so that other
+        // methods fall through to the routes that serve them.
+        .service(
+            web::resource("/session/{name}")
+                .guard(actix_web::guard::Get())
+                .route(web::get().to(crate::session_rest::session_info)),
+        )
+        .route(
+            "/events/session",
+            web::get().to(crate::events::session_events),
+        )
+        .route(
+            "/events/background-task",
+            web::get().to(crate::events::background_task_events),
         );
 }
