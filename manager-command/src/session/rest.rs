@@ -524,6 +524,9 @@ impl SessionApi {
         let (status, ports) = self
             .wait_started(id, done.position.unwrap_or(0), wait)
             .await?;
+        // The caller saw the session start (or end): its next read waits
+        // for the read models to show that too.
+        self.record(actor, Some(self.view.position())).await;
         Ok(created(id, &req.name, &status, ports))
     }
 
