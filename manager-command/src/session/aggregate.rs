@@ -582,10 +582,15 @@ impl Aggregate for Session {
                     } else {
                         SessionResult::Failure
                     };
-                    events.push(SessionEvent::SessionResultRecorded {
-                        result,
-                        exit_code: *exit_code,
-                    });
+                    // The result first: whoever reads the log sees the
+                    // outcome before the session ends.
+                    events.insert(
+                        0,
+                        SessionEvent::SessionResultRecorded {
+                            result,
+                            exit_code: *exit_code,
+                        },
+                    );
                     let others = self
                         .kernels
                         .iter()
@@ -894,6 +899,10 @@ mod tests {
                 exit_code: Some(3),
             })
             .then([
+                SessionEvent::SessionResultRecorded {
+                    result: SessionResult::Failure,
+                    exit_code: Some(3),
+                },
                 SessionEvent::KernelsTransitioned {
                     kernels: vec![k(1)],
                     status: KernelStatus::Terminated,
@@ -901,10 +910,6 @@ mod tests {
                     exit_code: Some(3),
                     error: None,
                     session_status: None,
-                },
-                SessionEvent::SessionResultRecorded {
-                    result: SessionResult::Failure,
-                    exit_code: Some(3),
                 },
                 moved(
                     &[2],

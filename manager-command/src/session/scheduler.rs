@@ -422,10 +422,87 @@ fn quota_failures(
     failures
 }
 
-/// A planned placement, ready to append.
+/// A planned placement: the session's events at its version, and the
+/// `KernelsPlaced` event for each agent it uses.
 struct Planned {
     session: Uuid,
-    batch: AppendBatch,
+    stream: (String, u64, Vec<NewEvent>),
+    agents: Vec<(String, NewEvent)>,
+}
+
+/// Joins a round's placements that share an agent (directly or through
+/// multi-node sessions) into one atomic batch each, every agent stream at
+/// the version the plan saw. Appending them apart with chained versions
+/// would let a later placement land on an agent whose earlier one failed —
+/// on a plan that is no longer true.
+fn batches(
+    planned: Vec<Planned>,
+    versions: &HashMap<String, u64>,
+) -> Vec<(Vec<Uuid>, AppendBatch)> {
+    // Union-find over the placements, joined by agent.
+    let mut parent: Vec<usize> = (0..planned.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_user: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in planned.iter().enumerate() {
+        for (agent, _) in &p.agents {
+            match first_user.get(agent.as_str()) {
+                Some(&j) => {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    parent[a] = b;
+                }
+                None => {
+                    first_user.insert(agent.as_str(), i);
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..planned.len() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    let mut planned: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
+    groups
+        .into_values()
+        .map(|members| {
+            let mut sessions = Vec::with_capacity(members.len());
+            let mut agent_events: BTreeMap<String, Vec<NewEvent>> = BTreeMap::new();
+            let mut batch = AppendBatch::new().with_metadata(EventMetadata {
+                request_id: Some("scheduler".into()),
+                ..EventMetadata::default()
+            });
+            for i in members {
+                let Some(p) = planned[i].take() else { continue };
+                sessions.push(p.session);
+                let (stream_id, version, events) = p.stream;
+                batch = batch.stream(
+                    stream_id,
+                    session_events::STREAM_TYPE,
+                    ExpectedVersion::Exact(version),
+                    events,
+                );
+                for (agent, event) in p.agents {
+                    agent_events.entry(agent).or_default().push(event);
+                }
+            }
+            for (agent, events) in agent_events {
+                let version = versions.get(&agent).copied().unwrap_or(0);
+                batch = batch.stream(
+                    agent_events::stream_id(&agent),
+                    agent_events::STREAM_TYPE,
+                    ExpectedVersion::Exact(version),
+                    events,
+                );
+            }
+            (sessions, batch)
+        })
+        .collect()
 }
 
 impl Scheduler {
@@ -668,8 +745,7 @@ impl Scheduler {
                 }
                 match place(&s, &mut candidates, &in_group, policy.concentrated) {
                     Some(placements) => {
-                        let batch = self.batch(&s, &group, &placements, &mut candidates)?;
-                        planned.push(Planned { session: id, batch });
+                        planned.push(self.plan(&s, &group, &placements)?);
                         usage.add(&s.state);
                     }
                     None => {
@@ -702,24 +778,34 @@ impl Scheduler {
             }
         }
         let mut last = 0;
-        let results: Vec<(Uuid, Result<manager_events::AppendResult, EventStoreError>)> =
-            futures::stream::iter(planned.into_iter().map(|p| {
+        let versions: HashMap<String, u64> = candidates
+            .iter()
+            .map(|c| (c.id.clone(), c.version))
+            .collect();
+        type Appended = (
+            Vec<Uuid>,
+            Result<manager_events::AppendResult, EventStoreError>,
+        );
+        let results: Vec<Appended> =
+            futures::stream::iter(batches(planned, &versions).into_iter().map(|(ids, batch)| {
                 let store = self.handler.store().clone();
-                async move { (p.session, store.append(p.batch).await) }
+                async move { (ids, store.append(batch).await) }
             }))
             .buffer_unordered(CONCURRENT_APPENDS)
             .collect()
             .await;
-        for (session, result) in results {
+        for (sessions, result) in results {
             match result {
                 Ok(r) => {
-                    round.placed += 1;
+                    round.placed += sessions.len();
                     last = last.max(r.last_position);
                 }
-                Err(EventStoreError::WrongExpectedVersion { .. }) => round.conflicts += 1,
+                Err(EventStoreError::WrongExpectedVersion { .. }) => {
+                    round.conflicts += sessions.len();
+                }
                 Err(e) => {
-                    tracing::warn!(%session, error = %e, "placement could not be appended");
-                    round.conflicts += 1;
+                    tracing::warn!(sessions = sessions.len(), error = %e, "placements could not be appended");
+                    round.conflicts += sessions.len();
                 }
             }
         }
@@ -789,15 +875,14 @@ impl Scheduler {
         }
     }
 
-    /// The placement's atomic batch: the session at its version, each
-    /// agent at the version planning left it at.
-    fn batch(
+    /// A placement's events: the session's at its version, and one
+    /// `KernelsPlaced` per agent it uses.
+    fn plan(
         &self,
         s: &SessionEntry,
         group: &str,
         placements: &[KernelPlacement],
-        candidates: &mut [Candidate],
-    ) -> Result<AppendBatch, Problem> {
+    ) -> Result<Planned, Problem> {
         let internal =
             |e: String| Problem::new(manager_events::ProblemKind::InternalServerError).msg(e);
         let id = s.state.id.unwrap_or_default();
@@ -813,17 +898,6 @@ impl Scheduler {
             .map(|e| encode(e).map(|(t, p)| NewEvent::new(t, p)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| internal(e.to_string()))?;
-        let mut batch = AppendBatch::new()
-            .with_metadata(EventMetadata {
-                request_id: Some("scheduler".into()),
-                ..EventMetadata::default()
-            })
-            .stream(
-                session_events::stream_id(id),
-                session_events::STREAM_TYPE,
-                ExpectedVersion::Exact(s.version),
-                encoded,
-            );
         let per_kernel = &s.state.spec.slots_per_kernel;
         let mut by_agent: BTreeMap<&str, BTreeMap<Uuid, BTreeMap<String, String>>> =
             BTreeMap::new();
@@ -833,24 +907,20 @@ impl Scheduler {
                 .or_default()
                 .insert(p.kernel_id, per_kernel.clone());
         }
+        let mut agents = Vec::with_capacity(by_agent.len());
         for (agent, kernels) in by_agent {
-            let Some(c) = candidates.iter_mut().find(|c| c.id == agent) else {
-                continue;
-            };
             let event = AgentEvent::KernelsPlaced {
                 session_id: id,
                 kernels,
             };
             let (t, p) = encode(&event).map_err(|e| internal(e.to_string()))?;
-            batch = batch.stream(
-                agent_events::stream_id(agent),
-                agent_events::STREAM_TYPE,
-                ExpectedVersion::Exact(c.version),
-                vec![NewEvent::new(t, p)],
-            );
-            c.version += 1;
+            agents.push((agent.to_owned(), NewEvent::new(t, p)));
         }
-        Ok(batch)
+        Ok(Planned {
+            session: id,
+            stream: (session_events::stream_id(id), s.version, encoded),
+            agents,
+        })
     }
 }
 

@@ -416,6 +416,18 @@ impl State {
             );
             return;
         };
+        if !self.sessions.contains_key(&id)
+            && !matches!(event, SessionEvent::SessionEnqueued { .. })
+        {
+            // An ended session (or one enqueued before the log we read):
+            // only a late result matters, for its dependents.
+            if let SessionEvent::SessionResultRecorded { result, .. } = &event
+                && let Some(ended) = self.ended.get_mut(&id)
+            {
+                ended.1 = *result;
+            }
+            return;
+        }
         let entry = self.sessions.entry(id).or_default();
         entry.version = e.stream_version;
         match &event {
