@@ -126,8 +126,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<std::process::E
             let projected = projections.progress();
             let projection_task = tokio::spawn(projections.run(stopped));
             let agents = start_agents(&config, &store).await?;
-            let sessions = start_sessions(&config, &store, &agents);
-            let parts = server_parts(&config, &store, projected, sessions.view(), &agents).await?;
+            let activity = manager_command::session::activity::Activity::new(
+                manager_command::agent::connect_redis(
+                    &config.redis.url,
+                    std::time::Duration::from_secs(2),
+                )
+                .await
+                .with_context(|| format!("connecting to Redis at {}", config.redis.url))?,
+                config.redis.key_prefix.clone(),
+            );
+            let sessions = start_sessions(&config, &store, &agents, activity.clone());
+            let parts = server_parts(
+                &config,
+                &store,
+                projected,
+                sessions.view(),
+                &agents,
+                activity,
+            )
+            .await?;
             let running = server::start(&config, store, metrics, parts)?;
             tracing::info!(api = %running.api_addr, metrics = %running.metrics_addr, "manager started");
             // One line on stdout with the bound addresses (port 0 binds any
@@ -256,6 +273,7 @@ async fn server_parts(
     projected: tokio::sync::watch::Receiver<u64>,
     sessions: &SessionView,
     agents: &AgentServices,
+    activity: manager_command::session::activity::Activity,
 ) -> anyhow::Result<server::Parts> {
     let cluster =
         ClusterKey::from_base64(&config.secrets.cluster_key).context("secrets.cluster_key")?;
@@ -282,7 +300,8 @@ async fn server_parts(
     );
     let sessions = std::sync::Arc::new(sessions);
     Ok(server::Parts {
-        kernel_io: KernelIo::new(sessions.clone(), agents.clients().clone()),
+        kernel_io: KernelIo::new(sessions.clone(), agents.clients().clone())
+            .with_activity(Some(activity)),
         sessions,
         authenticator: Authenticator::new(store.pool().clone(), keys.clone(), Some(limiter))
             .with_cache_ttl(std::time::Duration::from_millis(
@@ -296,7 +315,12 @@ async fn server_parts(
 
 /// Starts the session side: the scheduler's view of the log, the scheduler
 /// (one manager at a time acts) and the kernel driver.
-fn start_sessions(config: &Config, store: &EventStore, agents: &AgentServices) -> SessionServices {
+fn start_sessions(
+    config: &Config,
+    store: &EventStore,
+    agents: &AgentServices,
+    activity: manager_command::session::activity::Activity,
+) -> SessionServices {
     use std::time::Duration;
     let s = &config.sessions;
     SessionServices::start(
@@ -317,6 +341,7 @@ fn start_sessions(config: &Config, store: &EventStore, agents: &AgentServices) -
                     terminate_timeout: Duration::from_secs(s.terminate_timeout_secs.max(1)),
                 },
             },
+            activity: Some(activity),
         },
     )
 }

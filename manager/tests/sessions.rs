@@ -743,3 +743,69 @@ async fn a_recursive_destroy_ends_the_sessions_that_depend_on_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unused_session_ends_after_its_idle_timeout_and_a_used_one_lives_on() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let server =
+        common::start_with_fixture_env(&db, &[("MANAGER_SESSIONS__SCHEDULE_INTERVAL_MS", "100")])
+            .await;
+    let _agent = process_agent(&db, "i-idle", "4").await;
+    let answer = common::gql(
+        &server,
+        (ADMIN_AK, ADMIN_SK),
+        r#"mutation { modify_keypair_resource_policy(name: "default", props: {idle_timeout: 2}) { ok msg } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        answer["data"]["modify_keypair_resource_policy"]["ok"], true,
+        "{answer}"
+    );
+    let mut ids = Vec::new();
+    for name in ["idle-one", "busy-one"] {
+        let (status, body) = post(
+            &server,
+            USER,
+            "/session",
+            json!({"name": name, "image": "python", "maxWaitSeconds": 60}),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["status"]),
+            (201, &json!("RUNNING")),
+            "{body}"
+        );
+        ids.push(body["sessionId"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    // Keep one busy for longer than the timeout.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3500) {
+        let (status, _) = post(
+            &server,
+            USER,
+            "/session/busy-one",
+            json!({"mode": "query", "code": "1", "runId": null}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    until(Duration::from_secs(10), "the idle one ended", || async {
+        history(&store, ids[0]).await.0.last() == Some(&SessionStatus::Terminated)
+    })
+    .await;
+    let events = store
+        .read_stream(&manager_events::session::stream_id(ids[0]), 0)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.payload["reason"] == "idle-timeout"),
+        "{events:?}"
+    );
+    assert_eq!(
+        history(&store, ids[1]).await.0.last(),
+        Some(&SessionStatus::Running)
+    );
+}

@@ -69,6 +69,7 @@ pub struct Driver {
     clients: AgentClients,
     config: DriverConfig,
     in_flight: Arc<Mutex<HashSet<(Uuid, &'static str)>>>,
+    activity: Option<super::activity::Activity>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -135,7 +136,14 @@ impl Driver {
             clients,
             config,
             in_flight: Arc::default(),
+            activity: None,
         }
+    }
+
+    /// Applies idle timeouts from the last accesses `activity` keeps.
+    pub fn with_activity(mut self, activity: Option<super::activity::Activity>) -> Self {
+        self.activity = activity;
+        self
     }
 
     /// Runs until `stop` turns true, acting while `leader` is true.
@@ -204,7 +212,16 @@ impl Driver {
 
     /// Sends what the sweeper finds (see [`super::sweeper`]).
     pub async fn sweep(&self) {
-        let commands = super::sweeper::sweep(&self.view, &self.config.sweep, chrono::Utc::now());
+        let now = chrono::Utc::now();
+        let mut commands = super::sweeper::sweep(&self.view, &self.config.sweep, now);
+        if let Some(activity) = &self.activity {
+            let candidates = super::sweeper::idle_candidates(&self.view);
+            let ids: Vec<Uuid> = candidates.iter().map(|c| c.session).collect();
+            match activity.last_access(&ids).await {
+                Ok(seen) => commands.extend(super::sweeper::idle(&candidates, &seen, now)),
+                Err(e) => tracing::warn!(error = %e, "cannot read sessions' last accesses"),
+            }
+        }
         for (id, command) in commands {
             let reason = match &command {
                 SessionCommand::Fail { reason, .. } | SessionCommand::Destroy { reason, .. } => {

@@ -33,6 +33,7 @@ use crate::agent::AgentClients;
 pub struct KernelIo {
     api: Arc<SessionApi>,
     clients: AgentClients,
+    activity: Option<super::activity::Activity>,
 }
 
 impl std::fmt::Debug for KernelIo {
@@ -44,7 +45,17 @@ impl std::fmt::Debug for KernelIo {
 impl KernelIo {
     /// Over the session endpoints' lookups, calling agents through `clients`.
     pub fn new(api: Arc<SessionApi>, clients: AgentClients) -> Self {
-        KernelIo { api, clients }
+        KernelIo {
+            api,
+            clients,
+            activity: None,
+        }
+    }
+
+    /// Records each execution as the session's last access (idle timeouts).
+    pub fn with_activity(mut self, activity: Option<super::activity::Activity>) -> Self {
+        self.activity = activity;
+        self
     }
 }
 
@@ -152,6 +163,9 @@ impl KernelIo {
         let Some((agent, kernel)) = main_kernel(s) else {
             return Ok(gone(run_id));
         };
+        if let Some(activity) = &self.activity {
+            activity.touch(session).await;
+        }
         let client = self.clients.get(&agent).map_err(agent_error)?;
         let request = ExecuteRequest {
             idempotency_key: Uuid::new_v4().to_string(),

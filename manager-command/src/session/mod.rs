@@ -7,6 +7,7 @@
 //! same append as the decision that makes the session dead (TERMINATED or
 //! CANCELLED) or renames it.
 
+pub mod activity;
 pub mod aggregate;
 pub mod driver;
 pub mod kernel_io;
@@ -144,6 +145,9 @@ pub struct SessionServicesConfig {
     pub scheduler: scheduler::SchedulerConfig,
     /// The driver's settings.
     pub driver: driver::DriverConfig,
+    /// Where sessions' last accesses are kept (for idle timeouts); `None`:
+    /// no idle timeouts.
+    pub activity: Option<activity::Activity>,
 }
 
 /// The session side of a running manager: the view (following the log),
@@ -174,7 +178,8 @@ impl SessionServices {
         let view = view::SessionView::new();
         let scheduler = scheduler::Scheduler::new(handler.clone(), view.clone(), config.scheduler);
         let leadership = scheduler.leadership();
-        let driver = driver::Driver::new(handler.clone(), view.clone(), clients, config.driver);
+        let driver = driver::Driver::new(handler.clone(), view.clone(), clients, config.driver)
+            .with_activity(config.activity);
         let tasks = vec![
             tokio::spawn(
                 view.clone()

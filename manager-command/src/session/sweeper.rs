@@ -9,7 +9,11 @@
 //! - sessions TERMINATING for longer than `terminate_timeout` → destroyed
 //!   with `forced` (`hang-timeout`): recorded TERMINATED;
 //! - sessions older than their keypair policy's `max_session_lifetime`
-//!   (seconds; 0 = none) → destroyed (`idle-session-lifetime`).
+//!   (seconds; 0 = none) → destroyed (`idle-session-lifetime`);
+//! - RUNNING interactive sessions unused (no code execution, see
+//!   [`super::activity`]) for their policy's `idle_timeout` (seconds; 0 or
+//!   less = none) since their last use or their start → destroyed
+//!   (`idle-timeout`). Only with an [`super::activity::Activity`].
 //!
 //! PENDING sessions past their scaling group's `pending_timeout` are the
 //! scheduler's (it sees them first). Each reason lands in `status_info`.
@@ -168,4 +172,107 @@ fn lifetime(t: &super::view::Tenancy, ak: &str) -> Option<Duration> {
         .ok()
         .filter(|s| *s > 0)
         .map(Duration::from_secs)
+}
+
+/// A RUNNING interactive session whose owner's policy has an idle timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleCandidate {
+    /// The session.
+    pub session: Uuid,
+    /// When it started running (the idle clock's start).
+    pub since: DateTime<Utc>,
+    /// Its owner's `idle_timeout`.
+    pub timeout: Duration,
+}
+
+/// The sessions an idle timeout applies to: RUNNING, not batch (a batch
+/// session ends by itself), whose keypair policy's `idle_timeout` is > 0.
+pub fn idle_candidates(view: &SessionView) -> Vec<IdleCandidate> {
+    let mut timeouts: std::collections::HashMap<String, Option<Duration>> =
+        std::collections::HashMap::new();
+    view.sessions()
+        .into_iter()
+        .filter(|s| {
+            s.state.status == SessionStatus::Running
+                && s.state.spec.session_type != manager_events::session::SessionType::Batch
+        })
+        .filter_map(|s| {
+            let ak = s.state.owner.access_key.clone();
+            let timeout = *timeouts.entry(ak.clone()).or_insert_with(|| {
+                view.with_tenancy(|t| {
+                    let policy = t
+                        .keypairs
+                        .get(&ak)
+                        .and_then(|k| k.live())
+                        .and_then(|k| t.policies.get(&k.resource_policy))
+                        .and_then(|p| p.live())?;
+                    u64::try_from(policy.idle_timeout)
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs)
+                })
+            });
+            Some(IdleCandidate {
+                session: s.state.id?,
+                since: s.status_since?,
+                timeout: timeout?,
+            })
+        })
+        .collect()
+}
+
+/// The idle timeouts due at `now`, given each session's last access (unix
+/// ms; none: never used since it started).
+pub fn idle(
+    candidates: &[IdleCandidate],
+    last_access: &std::collections::HashMap<Uuid, i64>,
+    now: DateTime<Utc>,
+) -> Vec<(Uuid, SessionCommand)> {
+    candidates
+        .iter()
+        .filter(|c| {
+            let since_ms = c.since.timestamp_millis();
+            let last = last_access
+                .get(&c.session)
+                .copied()
+                .unwrap_or(since_ms)
+                .max(since_ms);
+            let idle_ms = now.timestamp_millis().saturating_sub(last);
+            u128::try_from(idle_ms).is_ok_and(|ms| ms >= c.timeout.as_millis())
+        })
+        .map(|c| {
+            (
+                c.session,
+                SessionCommand::Destroy {
+                    forced: false,
+                    reason: "idle-timeout".into(),
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_idle_after_its_timeout_since_its_last_use_or_its_start() {
+        let start = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
+        let c = IdleCandidate {
+            session: Uuid::from_u128(1),
+            since: start,
+            timeout: Duration::from_secs(60),
+        };
+        let at = |secs: i64| DateTime::<Utc>::from_timestamp(1_000 + secs, 0).unwrap();
+        let none = std::collections::HashMap::new();
+        assert!(idle(std::slice::from_ref(&c), &none, at(59)).is_empty());
+        assert_eq!(idle(std::slice::from_ref(&c), &none, at(60)).len(), 1);
+        let used: std::collections::HashMap<Uuid, i64> = [(c.session, (1_000 + 30) * 1000)].into();
+        assert!(idle(std::slice::from_ref(&c), &used, at(60)).is_empty());
+        assert_eq!(idle(std::slice::from_ref(&c), &used, at(90)).len(), 1);
+        // A last access before the start (an old key) counts from the start.
+        let old: std::collections::HashMap<Uuid, i64> = [(c.session, 0)].into();
+        assert!(idle(std::slice::from_ref(&c), &old, at(59)).is_empty());
+    }
 }
