@@ -175,7 +175,7 @@ impl Driver {
 
     /// Starts whatever calls the view asks for and are not in flight.
     pub fn pass(&self) {
-        for s in self.view.sessions() {
+        for s in self.view.actionable() {
             let Some(id) = s.state.id else { continue };
             if s.state.status == SessionStatus::Scheduled {
                 if let Some(flight) = self.take(id, "create") {

@@ -737,7 +737,11 @@ async fn destroy(
     let (id, _) = api.find(&acting.access_key, &path).await?;
     let mut targets = vec![id];
     if recursive {
-        // Sessions that depend on it, then theirs.
+        // Sessions that depend on it, then theirs — as of now: the view
+        // first catches up with the log.
+        if let Ok(head) = api.handler.store().head_position().await {
+            api.view.wait_for(head, Duration::from_secs(5)).await;
+        }
         let mut i = 0;
         while i < targets.len() {
             let parent = targets[i];
@@ -752,6 +756,9 @@ async fn destroy(
             i += 1;
         }
     }
+    // Dependants first, so that none is cancelled for a failed dependency
+    // while its own destruction is on its way.
+    targets.reverse();
     let mut stats = Vec::new();
     for target in &targets {
         let result = api

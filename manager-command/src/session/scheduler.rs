@@ -634,23 +634,29 @@ impl Scheduler {
     /// the view shows what it appended.
     pub async fn schedule_once(&self) -> Result<Round, Problem> {
         let mut round = Round::default();
-        let sessions = self.view.sessions();
+        let queued = self.view.pending();
+        if queued.is_empty() {
+            return Ok(round);
+        }
         let mut pending: BTreeMap<String, Vec<SessionEntry>> = BTreeMap::new();
+        for s in queued {
+            pending
+                .entry(s.state.spec.scaling_group.clone())
+                .or_default()
+                .push(s);
+        }
+        // Live sessions' statuses (dependencies) and what those holding
+        // quota use, read in place.
         let mut usage = Usage::default();
         let mut dead_or_done: HashMap<Uuid, SessionStatus> = HashMap::new();
-        for s in &sessions {
+        self.view.for_each_session(|s| {
             if let Some(id) = s.state.id {
                 dead_or_done.insert(id, s.state.status);
             }
-            if s.state.status == SessionStatus::Pending {
-                pending
-                    .entry(s.state.spec.scaling_group.clone())
-                    .or_default()
-                    .push(s.clone());
-            } else if s.state.status.holds_quota() {
+            if s.state.status.holds_quota() {
                 usage.add(&s.state);
             }
-        }
+        });
         if pending.is_empty() {
             return Ok(round);
         }

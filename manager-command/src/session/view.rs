@@ -134,6 +134,11 @@ struct State {
     /// What quotas are made of: keypairs, their policies, users (their
     /// main keypair), projects and domains.
     tenancy: Tenancy,
+    /// Live sessions PENDING (the scheduler's queue).
+    pending: std::collections::HashSet<Uuid>,
+    /// Live sessions the kernel driver has work for: SCHEDULED, or with a
+    /// kernel TERMINATING or RESTARTING.
+    actionable: std::collections::HashSet<Uuid>,
 }
 
 /// The aggregates quotas and limits are read from, by stream id.
@@ -218,6 +223,41 @@ impl SessionView {
     /// How a session that ended ended: its status and result.
     pub fn ended(&self, id: Uuid) -> Option<(SessionStatus, SessionResult)> {
         self.state.read().ok()?.ended.get(&id).copied()
+    }
+
+    /// The PENDING sessions.
+    pub fn pending(&self) -> Vec<SessionEntry> {
+        self.state
+            .read()
+            .map(|s| {
+                s.pending
+                    .iter()
+                    .filter_map(|id| s.sessions.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The sessions the kernel driver has work for (SCHEDULED, or with a
+    /// kernel TERMINATING or RESTARTING).
+    pub fn actionable(&self) -> Vec<SessionEntry> {
+        self.state
+            .read()
+            .map(|s| {
+                s.actionable
+                    .iter()
+                    .filter_map(|id| s.sessions.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` over every live session under the view's read lock (no
+    /// copies).
+    pub fn for_each_session(&self, mut f: impl FnMut(&SessionEntry)) {
+        if let Ok(s) = self.state.read() {
+            s.sessions.values().for_each(&mut f);
+        }
     }
 
     /// Every live session.
@@ -479,13 +519,32 @@ impl State {
                 a.held.remove(&kernel);
             }
         }
-        if matches!(
+        let pending = entry.state.status == SessionStatus::Pending;
+        let actionable = entry.state.status == SessionStatus::Scheduled
+            || entry.state.kernels.iter().any(|k| {
+                matches!(
+                    k.status,
+                    KernelStatus::Terminating | KernelStatus::Restarting
+                )
+            });
+        let dead = matches!(
             entry.state.status,
             SessionStatus::Terminated | SessionStatus::Cancelled
-        ) {
+        );
+        if dead {
             let ended = (entry.state.status, entry.state.result);
             self.sessions.remove(&id);
             self.ended.insert(id, ended);
+        }
+        if pending && !dead {
+            self.pending.insert(id);
+        } else {
+            self.pending.remove(&id);
+        }
+        if actionable && !dead {
+            self.actionable.insert(id);
+        } else {
+            self.actionable.remove(&id);
         }
     }
 }
