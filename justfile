@@ -60,6 +60,14 @@ bench-agents: halfstack-up
     cargo build --release -p agent
     cargo bench -p manager --bench agents
 
+# Sessions benchmark: enqueue rate through POST /session, placing 10,000
+# pending sessions on 1,000 agents (DRF and FIFO), create → RUNNING latency
+# with zero-delay dummy agents (see docs/benchmarks.md).
+bench-sessions: halfstack-up
+    {{halfstack}} mode durable
+    cargo build --release -p agent
+    cargo bench -p manager --bench sessions
+
 # Start PostgreSQL (8101), Redis (8111) and etcd (8121); idempotent.
 halfstack-up:
     {{halfstack}} up
