@@ -8,30 +8,13 @@ mod common;
 
 use manager_events::testing::TestDb;
 
-use common::{USER_AK, USER_SK};
-
-fn redis_url() -> String {
-    std::env::var("MANAGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:8111".into())
-}
-
-async fn process_agent(db: &TestDb, id: &str) -> agent::Fleet {
-    let prefix = db.url.rsplit('/').next().unwrap().to_owned();
-    let mut config = agent::Config::default();
-    config.agent.id = id.into();
-    config.agent.backend = agent::config::BackendKind::Process;
-    config.rpc.listen = "tcp://127.0.0.1:0".into();
-    config.redis.url = redis_url();
-    config.redis.key_prefix = prefix;
-    config.heartbeat.interval_ms = 200;
-    config.heartbeat.ttl_ms = 2000;
-    agent::Fleet::start(config).await.unwrap()
-}
+use common::{USER_AK, USER_SK, process_agent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_cli_creates_lists_runs_and_destroys_sessions() {
     let db = TestDb::new().await;
     let server = common::start_with_fixture(&db).await;
-    let _agent = process_agent(&db, "i-cli").await;
+    let _agent = process_agent(&db, "i-cli", "4").await;
     let cli = |args: &[&str]| {
         let server = &server;
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();

@@ -14,42 +14,7 @@ use manager_events::testing::TestDb;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use common::{ADMIN_AK, ADMIN_SK, USER_AK, USER_SK};
-
-fn redis_url() -> String {
-    std::env::var("MANAGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:8111".into())
-}
-
-async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// A process agent of the test's cluster (same Redis prefix).
-async fn process_agent(db: &TestDb, id: &str, cpu: &str) -> agent::Fleet {
-    let prefix = db.url.rsplit('/').next().unwrap().to_owned();
-    let mut config = agent::Config::default();
-    config.agent.id = id.into();
-    config.agent.backend = agent::config::BackendKind::Process;
-    config.rpc.listen = "tcp://127.0.0.1:0".into();
-    config.redis.url = redis_url();
-    config.redis.key_prefix = prefix;
-    config.heartbeat.interval_ms = 200;
-    config.heartbeat.ttl_ms = 2000;
-    config.slots = [
-        ("cpu".to_owned(), agent::config::SlotValue(cpu.into())),
-        ("mem".to_owned(), agent::config::SlotValue("4g".into())),
-    ]
-    .into();
-    agent::Fleet::start(config).await.unwrap()
-}
+use common::{ADMIN_AK, ADMIN_SK, USER_AK, USER_SK, delete, post, process_agent, until};
 
 /// Every status the log recorded for a session, in order, and its result.
 async fn history(
@@ -80,39 +45,6 @@ async fn history(
         }
     }
     (statuses, result)
-}
-
-async fn post(
-    server: &common::Server,
-    keypair: (&str, &str),
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let r = common::signed_json(
-        server,
-        "POST",
-        path,
-        keypair,
-        body.to_string().as_bytes(),
-        &[],
-    )
-    .await;
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn delete(server: &common::Server, keypair: (&str, &str), path: &str) -> (u16, Value) {
-    let r = common::signed_json(server, "DELETE", path, keypair, b"", &[]).await;
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 const USER: (&str, &str) = (USER_AK, USER_SK);

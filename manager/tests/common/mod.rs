@@ -393,3 +393,83 @@ pub async fn hold_scheduler(db: &TestDb) -> diesel_async::AsyncPgConnection {
         .unwrap();
     conn
 }
+
+/// The halfstack Redis (or `MANAGER_TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("MANAGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:8111".into())
+}
+
+/// Polls `check` until it holds, at most `within`.
+pub async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A `process` agent of the test's cluster (the manager's Redis prefix is
+/// the database's name) with `cpu` CPUs and 4 GiB.
+pub async fn process_agent(db: &TestDb, id: &str, cpu: &str) -> agent::Fleet {
+    let prefix = db.url.rsplit('/').next().unwrap().to_owned();
+    let mut config = agent::Config::default();
+    config.agent.id = id.into();
+    config.agent.backend = agent::config::BackendKind::Process;
+    config.rpc.listen = "tcp://127.0.0.1:0".into();
+    config.redis.url = redis_url();
+    config.redis.key_prefix = prefix;
+    config.heartbeat.interval_ms = 200;
+    config.heartbeat.ttl_ms = 2000;
+    config.slots = [
+        ("cpu".to_owned(), agent::config::SlotValue(cpu.into())),
+        ("mem".to_owned(), agent::config::SlotValue("4g".into())),
+    ]
+    .into();
+    agent::Fleet::start(config).await.unwrap()
+}
+
+/// A signed request with a JSON body (empty for `Value::Null`): status and
+/// the answer (JSON, or its text as a string).
+pub async fn call(
+    server: &Server,
+    keypair: (&str, &str),
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let r = signed_json(server, method, path, keypair, &bytes, &[]).await;
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// `POST` with a JSON body; see [`call`].
+pub async fn post(
+    server: &Server,
+    keypair: (&str, &str),
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    call(server, keypair, "POST", path, &body).await
+}
+
+/// `DELETE` without a body; see [`call`].
+pub async fn delete(
+    server: &Server,
+    keypair: (&str, &str),
+    path: &str,
+) -> (u16, serde_json::Value) {
+    call(server, keypair, "DELETE", path, &serde_json::Value::Null).await
+}
