@@ -22,6 +22,8 @@
 //!   workflows that keep a keypair and its owner consistent.
 //! - [`project`]: projects (the reference's groups) and their members.
 //! - [`image`]: images, their aliases (reservations) and `resolve_image`.
+//! - [`leadership`]: one manager at a time — an advisory lock held on a
+//!   dedicated connection (the sweeper's, the scheduler's).
 //! - [`policy`]: keypair resource policies.
 //! - [`user_policy`], [`project_policy`]: user and project resource policies
 //!   (vfolder, quota-scope, model-service, image and network limits).
@@ -48,6 +50,7 @@ pub mod domain;
 pub mod handler;
 pub mod image;
 pub mod keypair;
+pub mod leadership;
 pub mod policy;
 pub mod project;
 pub mod project_policy;

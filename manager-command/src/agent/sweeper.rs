@@ -40,9 +40,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_rpc::notice::{Heartbeat, heartbeat_key};
-use diesel::QueryableByName;
-use diesel::sql_types::Bool;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use fred::clients::Client;
 use fred::interfaces::KeysInterface;
 use futures::{StreamExt, stream};
@@ -53,6 +50,7 @@ use tokio::sync::watch;
 use crate::agent::aggregate::{Agent, AgentCommand, stream_id};
 use crate::agent::directory::Directory;
 use crate::handler::CommandHandler;
+use crate::leadership::AdvisoryLock;
 
 /// The advisory lock the acting sweeper holds (`"agswp"` in ASCII).
 pub const SWEEPER_LOCK: i64 = 0x61_67_73_77_70;
@@ -121,12 +119,6 @@ impl std::fmt::Debug for Sweeper {
     }
 }
 
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
-
 /// What the sweeper should do about one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -191,9 +183,11 @@ impl Sweeper {
     /// holds it. Waits for the directory to catch up with the log before
     /// the first sweep.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        use diesel_async::RunQueryDsl;
-        let mut conn: Option<AsyncPgConnection> = None;
-        let mut leading = false;
+        let mut lock = AdvisoryLock::new(
+            SWEEPER_LOCK,
+            "agent liveness sweeper",
+            self.config.database_url.clone(),
+        );
         let mut caught_up = false;
         let mut ticker =
             tokio::time::interval(self.config.sweep_interval.max(Duration::from_millis(10)));
@@ -222,7 +216,7 @@ impl Sweeper {
                     continue;
                 }
             }
-            leading = self.lead(&mut conn, leading).await;
+            let leading = lock.hold().await;
             self.leader
                 .send_if_modified(|l| std::mem::replace(l, leading) != leading);
             metrics::gauge!("agent_sweeper_leader").set(if leading { 1.0 } else { 0.0 });
@@ -243,51 +237,9 @@ impl Sweeper {
             }
         }
         metrics::gauge!("agent_sweeper_leader").set(0.0);
-        if let Some(mut conn) = conn.filter(|_| leading) {
-            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({SWEEPER_LOCK})"))
-                .execute(&mut conn)
-                .await;
-        }
+        lock.release().await;
         self.leader
             .send_if_modified(|l| std::mem::replace(l, false));
-    }
-
-    /// Keeps the lock (checking its connection still works) or tries to
-    /// take it, on one connection kept across attempts. Returns whether this
-    /// manager is the sweeper now.
-    async fn lead(&self, conn: &mut Option<AsyncPgConnection>, leading: bool) -> bool {
-        use diesel_async::RunQueryDsl;
-        if conn.is_none() {
-            match AsyncPgConnection::establish(&self.config.database_url).await {
-                Ok(c) => *conn = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "sweeper cannot connect for its lock");
-                    return false;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            return false;
-        };
-        let query = if leading {
-            "SELECT true AS locked".to_owned()
-        } else {
-            format!("SELECT pg_try_advisory_lock({SWEEPER_LOCK}) AS locked")
-        };
-        match diesel::sql_query(query).get_result::<Locked>(c).await {
-            Ok(Locked { locked }) => {
-                if locked && !leading {
-                    tracing::info!("this manager is now the agent liveness sweeper");
-                }
-                locked
-            }
-            Err(e) => {
-                // The session is gone, and with it the lock if we held it.
-                tracing::warn!(error = %e, leading, "sweeper lock connection failed");
-                *conn = None;
-                false
-            }
-        }
     }
 
     /// One sweep over every agent the directory knows (whether or not this

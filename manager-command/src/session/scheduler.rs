@@ -43,9 +43,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use diesel::QueryableByName;
-use diesel::sql_types::Bool;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::StreamExt;
 use manager_events::agent::{self as agent_events, AgentEvent};
 use manager_events::codec::encode;
@@ -63,6 +60,7 @@ use super::view::{AgentEntry, SessionEntry, SessionView, Slots, add, fits, slots
 use super::{ActOnSession, SessionCommand};
 use crate::aggregate::Aggregate;
 use crate::handler::CommandHandler;
+use crate::leadership::AdvisoryLock;
 
 /// The scheduler's advisory lock id.
 pub const SCHEDULER_LOCK: i64 = 0x6261_6900_0000_0091;
@@ -111,12 +109,6 @@ impl std::fmt::Debug for Scheduler {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
 }
 
 /// The policy of one scaling group.
@@ -524,7 +516,11 @@ impl Scheduler {
     /// Runs until `stop` turns true: takes the lock when it is free, then
     /// plans on every change of the log and every tick while it holds it.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut conn: Option<AsyncPgConnection> = None;
+        let mut lock = AdvisoryLock::new(
+            SCHEDULER_LOCK,
+            "scheduler",
+            self.config.database_url.clone(),
+        );
         let mut leading = false;
         let mut changes = self.view.changes();
         let mut ticker = tokio::time::interval(self.config.tick.max(Duration::from_millis(10)));
@@ -557,7 +553,7 @@ impl Scheduler {
                     continue;
                 }
             }
-            leading = self.lead(&mut conn, leading).await;
+            leading = lock.hold().await;
             self.leader
                 .send_if_modified(|l| std::mem::replace(l, leading) != leading);
             metrics::gauge!("scheduler_leader").set(if leading { 1.0 } else { 0.0 });
@@ -588,46 +584,7 @@ impl Scheduler {
         metrics::gauge!("scheduler_leader").set(0.0);
         self.leader
             .send_if_modified(|l| std::mem::replace(l, false));
-        if let Some(mut c) = conn.filter(|_| leading) {
-            use diesel_async::RunQueryDsl;
-            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEDULER_LOCK})"))
-                .execute(&mut c)
-                .await;
-        }
-    }
-
-    async fn lead(&self, conn: &mut Option<AsyncPgConnection>, leading: bool) -> bool {
-        use diesel_async::RunQueryDsl;
-        if conn.is_none() {
-            match AsyncPgConnection::establish(&self.config.database_url).await {
-                Ok(c) => *conn = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduler cannot connect for its lock");
-                    return false;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            return false;
-        };
-        let query = if leading {
-            "SELECT true AS locked".to_owned()
-        } else {
-            format!("SELECT pg_try_advisory_lock({SCHEDULER_LOCK}) AS locked")
-        };
-        match diesel::sql_query(query).get_result::<Locked>(c).await {
-            Ok(Locked { locked }) => {
-                if locked && !leading {
-                    tracing::info!("this manager is now the scheduler");
-                }
-                locked
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, leading, "scheduler lock connection failed");
-                *conn = None;
-                false
-            }
-        }
+        lock.release().await;
     }
 
     /// One planning round over every scaling group, appended; returns once
