@@ -1035,7 +1035,7 @@ struct AgentSpec {
 #[derive(Debug, Clone)]
 struct History {
     agents: Vec<AgentSpec>,
-    policies: Vec<(&'static str, bool)>,
+    policies: Vec<(&'static str, &'static str)>,
     ops: Vec<Op>,
 }
 
@@ -1087,7 +1087,11 @@ fn history_strategy() -> impl Strategy<Value = History> {
     );
     let policy = (
         prop_oneof![Just("fifo"), Just("lifo"), Just("drf")],
-        any::<bool>(),
+        prop_oneof![
+            Just("dispersed"),
+            Just("concentrated"),
+            Just("roundrobin")
+        ],
     );
     (
         prop::collection::vec(agent, 2..=4),
@@ -1145,14 +1149,9 @@ async fn run_history(
 ) -> Result<(), String> {
     let cluster = Cluster::new().await;
     let handler = &cluster.handler;
-    for (name, (policy, concentrated)) in GROUPS.iter().zip(&history.policies) {
+    for (name, (policy, strategy)) in GROUPS.iter().zip(&history.policies) {
         // Starvation protection held off: a round must place whatever fits
         // (checked below), whatever waited how long.
-        let strategy = if *concentrated {
-            "concentrated"
-        } else {
-            "dispersed"
-        };
         scaling_group(
             handler,
             name,
@@ -1971,6 +1970,42 @@ async fn multi_node_sessions_spread_and_single_node_sessions_stay_on_one_agent()
     let multi2_agents: HashSet<String> =
         model.sessions[&multi2].assigned.values().cloned().collect();
     assert_eq!(multi2_agents.len(), 2, "{multi2_agents:?}");
+    manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_takes_agents_in_turn_and_a_new_scheduler_resumes_the_turn() {
+    let (cluster, manager) = policy_cluster(
+        "fifo",
+        json!({"agent_selection_strategy": "roundrobin"}),
+        &["4", "4", "4"],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for (i, (owner, cpu)) in OWNERS.iter().cycle().zip(["1", "2", "1", "1"]).enumerate() {
+        ids.push(one_kernel(&cluster, owner, &format!("rr{i}"), cpu).await);
+    }
+    let round = manager.round(&cluster.store).await;
+    assert_eq!(round.placed, 4, "{round:?}");
+    let model = check(&cluster, &manager, "the round").await.unwrap();
+    let agent_of = |model: &Model, id: Uuid| -> String {
+        let agents: HashSet<&String> = model.sessions[&id].assigned.values().collect();
+        assert_eq!(agents.len(), 1, "{agents:?}");
+        agents.into_iter().next().cloned().unwrap_or_default()
+    };
+    let got: Vec<String> = ids.iter().map(|id| agent_of(&model, *id)).collect();
+    assert_eq!(got, ["i-agent0", "i-agent1", "i-agent2", "i-agent0"]);
+    // A scheduler that starts afresh (another manager) continues the turn
+    // from the log, and skips an agent that has no room.
+    manager.stop().await;
+    let manager = cluster.manager();
+    let big = one_kernel(&cluster, OWNERS[1], "rr-big", "3").await;
+    let next = one_kernel(&cluster, OWNERS[2], "rr-next", "1").await;
+    let round = manager.round(&cluster.store).await;
+    assert_eq!(round.placed, 2, "{round:?}");
+    let model = check(&cluster, &manager, "the second round").await.unwrap();
+    assert_eq!(agent_of(&model, big), "i-agent2", "i-agent1 has 2 CPUs left");
+    assert_eq!(agent_of(&model, next), "i-agent0");
     manager.stop().await;
 }
 

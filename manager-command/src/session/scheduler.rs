@@ -37,7 +37,14 @@
 //! free capacity that still fits). Free capacity is compared on the
 //! requested slots in the order `cuda`, `rocm`, `tpu`, `cpu`, `mem`, then by
 //! name; agents offering accelerator slots the request does not use go
-//! last. Ties go to the agent id that sorts first.
+//! last. Ties go to the agent id that sorts first. `roundrobin` (or
+//! `scheduler_opts.roundrobin: true`, as the reference spells it): agents in
+//! id order, cyclically, starting after the agent that received the scaling
+//! group's last placement — known from the log, so a new scheduler resumes
+//! where the last one stopped — taking the first that fits.
+//!
+//! Slot names are interned per round (amounts are arrays indexed by
+//! position), so choosing an agent compares numbers, not strings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -56,7 +63,7 @@ use manager_events::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::view::{AgentEntry, SessionEntry, SessionView, Slots, add, fits, slots_of};
+use super::view::{AgentEntry, SessionEntry, SessionView, Slots, add, slots_of};
 use super::{ActOnSession, SessionCommand};
 use crate::aggregate::Aggregate;
 use crate::handler::CommandHandler;
@@ -115,7 +122,7 @@ impl std::fmt::Debug for Scheduler {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Policy {
     order: Order,
-    concentrated: bool,
+    selection: Selection,
     num_retries_to_skip: u32,
     pending_timeout: Option<Duration>,
     starvation_timeout: Option<Duration>,
@@ -135,10 +142,14 @@ impl Policy {
             "drf" => Order::Drf,
             _ => Order::Fifo,
         };
-        let concentrated = opts
-            .get("agent_selection_strategy")
-            .and_then(|v| v.as_str())
-            == Some("concentrated");
+        let strategy = opts.get("agent_selection_strategy").and_then(|v| v.as_str());
+        let roundrobin = opts.get("roundrobin").and_then(serde_json::Value::as_bool) == Some(true);
+        let selection = match strategy {
+            _ if roundrobin => Selection::RoundRobin,
+            Some("roundrobin" | "round-robin" | "round_robin") => Selection::RoundRobin,
+            Some("concentrated") => Selection::Concentrated,
+            _ => Selection::Dispersed,
+        };
         let num_retries_to_skip = opts
             .get("config")
             .and_then(|c| c.get("num_retries_to_skip"))
@@ -156,7 +167,7 @@ impl Policy {
             .unwrap_or(DEFAULT_STARVATION_TIMEOUT);
         Policy {
             order,
-            concentrated,
+            selection,
             num_retries_to_skip,
             pending_timeout,
             starvation_timeout: (starvation > 0).then(|| Duration::from_secs(starvation)),
@@ -175,89 +186,203 @@ fn slot_rank(name: &str) -> (usize, &str) {
     (rank, name)
 }
 
+/// The slot names of one round, each given a position, so that amounts
+/// are arrays indexed by position rather than maps keyed by name.
+#[derive(Debug, Default)]
+struct SlotIndex {
+    positions: HashMap<String, usize>,
+    names: Vec<String>,
+}
+
+impl SlotIndex {
+    fn intern(&mut self, name: &str) {
+        if !self.positions.contains_key(name) {
+            self.positions.insert(name.to_owned(), self.names.len());
+            self.names.push(name.to_owned());
+        }
+    }
+
+    /// `slots` as an array over every interned name (missing: zero).
+    fn dense(&self, slots: &Slots) -> Vec<SlotAmount> {
+        let mut out = vec![SlotAmount::ZERO; self.names.len()];
+        for (name, amount) in slots {
+            if let Some(&i) = self.positions.get(name) {
+                out[i] = *amount;
+            }
+        }
+        out
+    }
+}
+
+/// A request as arrays: the amount of every slot, the slots it asks a
+/// positive amount of, and the slots it names in comparison order.
+#[derive(Debug, Clone)]
+struct Request {
+    want: Vec<SlotAmount>,
+    asked: Vec<usize>,
+    order: Vec<usize>,
+}
+
+impl Request {
+    /// `times` kernels of `per_kernel` each.
+    fn new(index: &SlotIndex, per_kernel: &Slots, times: usize) -> Request {
+        let mut total = Slots::new();
+        for _ in 0..times {
+            add(&mut total, per_kernel);
+        }
+        let want = index.dense(&total);
+        let mut named: Vec<&String> = total.keys().collect();
+        named.sort_by_key(|s| slot_rank(s));
+        let order: Vec<usize> = named
+            .into_iter()
+            .filter_map(|n| index.positions.get(n).copied())
+            .collect();
+        let asked = order
+            .iter()
+            .copied()
+            .filter(|&i| want[i] > SlotAmount::ZERO)
+            .collect();
+        Request { want, asked, order }
+    }
+}
+
+/// How agents are chosen (`scheduler_opts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Selection {
+    /// Most free capacity first.
+    Dispersed,
+    /// Least free capacity that still fits.
+    Concentrated,
+    /// The next agent (by id) after the one that got the group's last
+    /// placement, cyclically, that fits.
+    RoundRobin,
+}
+
 /// One agent during planning: capacity, what is used (including this
-/// round's placements) and the version the next append expects.
+/// round's placements) and the version the next append expects. Amounts
+/// are indexed by the round's [`SlotIndex`].
 #[derive(Debug, Clone)]
 struct Candidate {
     id: String,
     addr: String,
     scaling_group: String,
     architecture: String,
-    capacity: Slots,
-    used: Slots,
+    capacity: Vec<SlotAmount>,
+    used: Vec<SlotAmount>,
+    /// Accelerator slots (named `device.kind`) it offers.
+    accelerators: Vec<usize>,
     version: u64,
+    last_placed: u64,
 }
 
 impl Candidate {
-    fn of(id: &str, a: &AgentEntry) -> Candidate {
+    fn of(index: &SlotIndex, id: &str, a: &AgentEntry) -> Candidate {
+        let capacity = index.dense(&a.capacity());
+        let accelerators = index
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(i, name)| name.contains('.') && capacity[*i] > SlotAmount::ZERO)
+            .map(|(i, _)| i)
+            .collect();
         Candidate {
             id: id.to_owned(),
             addr: a.state.description.addr.clone(),
             scaling_group: a.state.description.scaling_group.clone(),
             architecture: a.state.description.architecture.clone(),
-            capacity: a.capacity(),
-            used: a.occupied(),
+            capacity,
+            used: index.dense(&a.occupied()),
+            accelerators,
             version: a.version,
+            last_placed: a.last_placed,
         }
     }
 
-    fn free(&self, slot: &str) -> SlotAmount {
-        let cap = self.capacity.get(slot).copied().unwrap_or(SlotAmount::ZERO);
-        let used = self.used.get(slot).copied().unwrap_or(SlotAmount::ZERO);
-        cap.minus(used)
+    fn free(&self, slot: usize) -> SlotAmount {
+        self.capacity[slot].minus(self.used[slot])
     }
 
-    /// Accelerator slots it offers that `request` does not use.
-    fn extras(&self, request: &Slots) -> usize {
-        self.capacity
+    /// Whether `r` fits in what is free.
+    fn fits(&self, r: &Request) -> bool {
+        r.asked
             .iter()
-            .filter(|(k, v)| {
-                k.contains('.')
-                    && **v > SlotAmount::ZERO
-                    && request.get(*k).is_none_or(|r| *r <= SlotAmount::ZERO)
-            })
+            .all(|&i| self.used[i].plus(r.want[i]) <= self.capacity[i])
+    }
+
+    /// Accelerator slots it offers that `r` does not use.
+    fn extras(&self, r: &Request) -> usize {
+        self.accelerators
+            .iter()
+            .filter(|&&i| r.want[i] <= SlotAmount::ZERO)
             .count()
+    }
+
+    fn take(&mut self, r: &Request) {
+        for &i in &r.asked {
+            self.used[i] = self.used[i].plus(r.want[i]);
+        }
     }
 }
 
-/// Chooses among `candidates` (indices) the agent for `request`.
+/// Chooses among `candidates` (indices, ascending: candidates are sorted
+/// by id) the agent for `r`, dispersed or concentrated.
 fn choose(
     candidates: &[Candidate],
     eligible: impl Iterator<Item = usize>,
-    request: &Slots,
+    r: &Request,
     concentrated: bool,
 ) -> Option<usize> {
-    let mut slots: Vec<&String> = request.keys().collect();
-    slots.sort_by_key(|s| slot_rank(s));
-    let mut best: Option<(usize, (usize, Vec<SlotAmount>))> = None;
+    use std::cmp::Ordering;
+    let mut best: Option<(usize, usize)> = None;
     for i in eligible {
         let c = &candidates[i];
-        if !fits(&c.capacity, &c.used, request) {
+        if !c.fits(r) {
             continue;
         }
-        let free: Vec<SlotAmount> = slots.iter().map(|s| c.free(s)).collect();
-        let key = (c.extras(request), free);
-        let better = match &best {
+        let extras = c.extras(r);
+        let better = match best {
             None => true,
-            Some((j, (extras, best_free))) => {
-                if key.0 != *extras {
-                    key.0 < *extras
-                } else if key.1 != *best_free {
-                    if concentrated {
-                        key.1 < *best_free
-                    } else {
-                        key.1 > *best_free
-                    }
+            Some((j, best_extras)) => {
+                if extras != best_extras {
+                    extras < best_extras
                 } else {
-                    c.id < candidates[*j].id
+                    let b = &candidates[j];
+                    let by_free = r
+                        .order
+                        .iter()
+                        .map(|&k| c.free(k).cmp(&b.free(k)))
+                        .find(|o| *o != Ordering::Equal)
+                        .unwrap_or(Ordering::Equal);
+                    match by_free {
+                        Ordering::Less => concentrated,
+                        Ordering::Greater => !concentrated,
+                        Ordering::Equal => i < j,
+                    }
                 }
             }
         };
         if better {
-            best = Some((i, key));
+            best = Some((i, extras));
         }
     }
     best.map(|(i, _)| i)
+}
+
+/// The first of `pool` (ascending) at or after `cursor`, cyclically, that
+/// `r` fits on and `skip` does not refuse.
+fn next_round_robin(
+    candidates: &[Candidate],
+    pool: &[usize],
+    cursor: usize,
+    r: &Request,
+    skip: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let start = pool.partition_point(|&i| i < cursor);
+    pool[start..]
+        .iter()
+        .chain(&pool[..start])
+        .copied()
+        .find(|&i| !skip(i) && candidates[i].fits(r))
 }
 
 /// What sessions holding quota use, per owner scope, and how many each
@@ -626,13 +751,36 @@ impl Scheduler {
                     .map(|f| (name, Policy::of(&f.scheduler, &f.scheduler_opts)))
             })
             .collect();
-        let mut candidates: Vec<Candidate> = self
+        let agents: Vec<(String, AgentEntry)> = self
             .view
             .agents()
-            .iter()
+            .into_iter()
             .filter(|(_, a)| a.schedulable())
-            .map(|(id, a)| Candidate::of(id, a))
             .collect();
+        // Every slot name of the round, so amounts are arrays.
+        let mut index = SlotIndex::default();
+        for (_, a) in &agents {
+            for name in a.state.capacity.available_slots.keys() {
+                index.intern(name);
+            }
+            for held in a.held.values() {
+                for name in held.keys() {
+                    index.intern(name);
+                }
+            }
+        }
+        for queue in pending.values() {
+            for s in queue {
+                for name in s.state.spec.slots_per_kernel.keys() {
+                    index.intern(name);
+                }
+            }
+        }
+        let mut candidates: Vec<Candidate> = agents
+            .iter()
+            .map(|(id, a)| Candidate::of(&index, id, a))
+            .collect();
+        drop(agents);
         candidates.sort_by(|a, b| a.id.cmp(&b.id));
         let mut planned: Vec<Planned> = Vec::new();
         let mut defers: Vec<(Uuid, SessionCommand)> = Vec::new();
@@ -642,10 +790,18 @@ impl Scheduler {
                 .get(&group)
                 .cloned()
                 .unwrap_or_else(|| Policy::of("fifo", &serde_json::Value::Null));
-            self.order(&policy, &mut queue, &usage.by_keypair, &candidates, &group);
+            self.order(&policy, &mut queue, &usage.by_keypair, &index, &candidates, &group);
             let in_group: Vec<usize> = (0..candidates.len())
                 .filter(|i| candidates[*i].scaling_group == group)
                 .collect();
+            // Round-robin resumes after the agent that got the group's
+            // last placement (from the log: the same on any manager).
+            let mut cursor = in_group
+                .iter()
+                .copied()
+                .filter(|i| candidates[*i].last_placed > 0)
+                .max_by_key(|i| candidates[*i].last_placed)
+                .map_or(0, |i| i + 1);
             let mut blocked = false;
             for s in queue {
                 let Some(id) = s.state.id else { continue };
@@ -706,7 +862,14 @@ impl Scheduler {
                 if blocked {
                     continue;
                 }
-                match place(&s, &mut candidates, &in_group, policy.concentrated) {
+                match place(
+                    &s,
+                    &index,
+                    &mut candidates,
+                    &in_group,
+                    policy.selection,
+                    &mut cursor,
+                ) {
                     Some(placements) => {
                         planned.push(self.plan(&s, &group, &placements)?);
                         usage.add(&s.state);
@@ -731,7 +894,7 @@ impl Scheduler {
                         if policy.order == Order::Fifo
                             && policy.num_retries_to_skip == 0
                             && starving
-                            && fits_when_empty(&s, &candidates, &in_group)
+                            && fits_when_empty(&s, &index, &candidates, &in_group)
                         {
                             // Keep what frees up for the starving session.
                             blocked = true;
@@ -800,6 +963,7 @@ impl Scheduler {
         policy: &Policy,
         queue: &mut [SessionEntry],
         usage: &HashMap<String, Slots>,
+        index: &SlotIndex,
         candidates: &[Candidate],
         group: &str,
     ) {
@@ -814,15 +978,16 @@ impl Scheduler {
             }
             Order::Lifo => queue.sort_by_key(|s| std::cmp::Reverse(s.enqueued_at)),
             Order::Drf => {
-                let mut total = Slots::new();
+                let mut total = vec![SlotAmount::ZERO; index.names.len()];
                 for c in candidates.iter().filter(|c| c.scaling_group == group) {
-                    add(&mut total, &c.capacity);
+                    for (t, cap) in total.iter_mut().zip(&c.capacity) {
+                        *t = t.plus(*cap);
+                    }
                 }
-                let share = |ak: &str| -> i128 {
-                    let Some(used) = usage.get(ak) else { return 0 };
+                let share = |used: &Slots| -> i128 {
                     used.iter()
                         .filter_map(|(k, v)| {
-                            let cap = total.get(k).copied()?;
+                            let cap = total[*index.positions.get(k)?];
                             match (v, cap) {
                                 (SlotAmount::Finite(u), SlotAmount::Finite(c)) if c > 0 => {
                                     Some(u.saturating_mul(1_000_000) / c)
@@ -833,7 +998,20 @@ impl Scheduler {
                         .max()
                         .unwrap_or(0)
                 };
-                queue.sort_by_key(|s| (share(&s.state.owner.access_key), s.enqueued_at));
+                // Each owner's share once, not once per comparison.
+                let shares: HashMap<&str, i128> = usage
+                    .iter()
+                    .map(|(ak, used)| (ak.as_str(), share(used)))
+                    .collect();
+                queue.sort_by_cached_key(|s| {
+                    (
+                        shares
+                            .get(s.state.owner.access_key.as_str())
+                            .copied()
+                            .unwrap_or(0),
+                        s.enqueued_at,
+                    )
+                });
             }
         }
     }
@@ -948,25 +1126,44 @@ fn predicates(
 }
 
 /// Whether `s` would fit on the group's agents if they were empty.
-fn fits_when_empty(s: &SessionEntry, candidates: &[Candidate], in_group: &[usize]) -> bool {
+fn fits_when_empty(
+    s: &SessionEntry,
+    index: &SlotIndex,
+    candidates: &[Candidate],
+    in_group: &[usize],
+) -> bool {
     let mut empty: Vec<Candidate> = in_group
         .iter()
-        .map(|i| Candidate {
-            used: Slots::new(),
-            ..candidates[*i].clone()
+        .map(|i| {
+            let c = &candidates[*i];
+            Candidate {
+                used: vec![SlotAmount::ZERO; c.capacity.len()],
+                ..c.clone()
+            }
         })
         .collect();
     let all: Vec<usize> = (0..empty.len()).collect();
-    place(s, &mut empty, &all, false).is_some()
+    place(
+        s,
+        index,
+        &mut empty,
+        &all,
+        Selection::Dispersed,
+        &mut 0,
+    )
+    .is_some()
 }
 
 /// Places every kernel of `s` on agents of `in_group`, updating what the
-/// chosen candidates use; `None` (and nothing changed) when it does not fit.
+/// chosen candidates use (and, for round-robin, the group's `cursor`);
+/// `None` (and nothing changed) when it does not fit.
 fn place(
     s: &SessionEntry,
+    index: &SlotIndex,
     candidates: &mut [Candidate],
     in_group: &[usize],
-    concentrated: bool,
+    selection: Selection,
+    cursor: &mut usize,
 ) -> Option<Vec<KernelPlacement>> {
     let per_kernel = slots_of(&s.state.spec.slots_per_kernel);
     let arch = &s.state.spec.image.architecture;
@@ -986,50 +1183,65 @@ fn place(
         .copied()
         .filter(|i| eligible(&candidates[*i]))
         .collect();
+    let concentrated = selection == Selection::Concentrated;
     let kernels = &s.state.kernels;
+    let placement = |c: &Candidate, kernel: Uuid| KernelPlacement {
+        kernel_id: kernel,
+        agent_id: c.id.clone(),
+        agent_addr: c.addr.clone(),
+    };
     match s.state.spec.cluster_mode {
         ClusterMode::SingleNode => {
-            let mut total = Slots::new();
-            for _ in kernels {
-                add(&mut total, &per_kernel);
-            }
-            let i = choose(candidates, pool.iter().copied(), &total, concentrated)?;
-            add(&mut candidates[i].used, &total);
+            let total = Request::new(index, &per_kernel, kernels.len());
+            let i = match selection {
+                Selection::RoundRobin => {
+                    next_round_robin(candidates, &pool, *cursor, &total, |_| false)?
+                }
+                _ => choose(candidates, pool.iter().copied(), &total, concentrated)?,
+            };
+            candidates[i].take(&total);
+            *cursor = i + 1;
             Some(
                 kernels
                     .iter()
-                    .map(|k| KernelPlacement {
-                        kernel_id: k.id,
-                        agent_id: candidates[i].id.clone(),
-                        agent_addr: candidates[i].addr.clone(),
-                    })
+                    .map(|k| placement(&candidates[i], k.id))
                     .collect(),
             )
         }
         ClusterMode::MultiNode => {
             // Spread: prefer an agent not used yet by this session.
-            let before: Vec<Slots> = pool.iter().map(|i| candidates[*i].used.clone()).collect();
+            let one = Request::new(index, &per_kernel, 1);
+            let before: Vec<Vec<SlotAmount>> =
+                pool.iter().map(|i| candidates[*i].used.clone()).collect();
+            let (cursor_before, mut at) = (*cursor, *cursor);
             let mut used_here: HashSet<usize> = HashSet::new();
             let mut out = Vec::with_capacity(kernels.len());
             for k in kernels {
-                let fresh = pool.iter().copied().filter(|i| !used_here.contains(i));
-                let i = choose(candidates, fresh, &per_kernel, concentrated).or_else(|| {
-                    choose(candidates, pool.iter().copied(), &per_kernel, concentrated)
-                });
+                let i = match selection {
+                    Selection::RoundRobin => {
+                        next_round_robin(candidates, &pool, at, &one, |i| used_here.contains(&i))
+                            .or_else(|| next_round_robin(candidates, &pool, at, &one, |_| false))
+                    }
+                    _ => {
+                        let fresh = pool.iter().copied().filter(|i| !used_here.contains(i));
+                        choose(candidates, fresh, &one, concentrated).or_else(|| {
+                            choose(candidates, pool.iter().copied(), &one, concentrated)
+                        })
+                    }
+                };
                 let Some(i) = i else {
                     for (j, used) in pool.iter().zip(before) {
                         candidates[*j].used = used;
                     }
+                    *cursor = cursor_before;
                     return None;
                 };
-                add(&mut candidates[i].used, &per_kernel);
+                candidates[i].take(&one);
+                at = i + 1;
                 used_here.insert(i);
-                out.push(KernelPlacement {
-                    kernel_id: k.id,
-                    agent_id: candidates[i].id.clone(),
-                    agent_addr: candidates[i].addr.clone(),
-                });
+                out.push(placement(&candidates[i], k.id));
             }
+            *cursor = at;
             Some(out)
         }
     }
@@ -1039,31 +1251,89 @@ fn place(
 mod tests {
     use super::*;
 
-    fn cand(id: &str, cpu: &str, used: &str) -> Candidate {
+    fn index() -> SlotIndex {
+        let mut index = SlotIndex::default();
+        for name in ["cpu", "mem", "cuda.device"] {
+            index.intern(name);
+        }
+        index
+    }
+
+    fn slots(pairs: &[(&str, &str)]) -> Slots {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), SlotAmount::parse(v).unwrap()))
+            .collect()
+    }
+
+    fn cand(index: &SlotIndex, id: &str, capacity: &[(&str, &str)], used: &[(&str, &str)]) -> Candidate {
+        let capacity = index.dense(&slots(capacity));
+        let accelerators = (0..capacity.len())
+            .filter(|i| index.names[*i].contains('.') && capacity[*i] > SlotAmount::ZERO)
+            .collect();
         Candidate {
             id: id.into(),
             addr: String::new(),
             scaling_group: "default".into(),
             architecture: "x86_64".into(),
-            capacity: [("cpu".to_owned(), SlotAmount::parse(cpu).unwrap())].into(),
-            used: [("cpu".to_owned(), SlotAmount::parse(used).unwrap())].into(),
+            capacity,
+            used: index.dense(&slots(used)),
+            accelerators,
             version: 1,
+            last_placed: 0,
         }
+    }
+
+    fn req(index: &SlotIndex, pairs: &[(&str, &str)]) -> Request {
+        Request::new(index, &slots(pairs), 1)
     }
 
     #[test]
     fn dispersed_takes_the_freest_agent_and_concentrated_the_fullest_that_fits() {
+        let ix = index();
         let cs = vec![
-            cand("a", "8", "1"),
-            cand("b", "8", "6"),
-            cand("c", "8", "7.5"),
+            cand(&ix, "a", &[("cpu", "8")], &[("cpu", "1")]),
+            cand(&ix, "b", &[("cpu", "8")], &[("cpu", "6")]),
+            cand(&ix, "c", &[("cpu", "8")], &[("cpu", "7.5")]),
         ];
-        let req: Slots = [("cpu".to_owned(), SlotAmount::parse("1").unwrap())].into();
-        assert_eq!(choose(&cs, 0..3, &req, false), Some(0));
-        assert_eq!(choose(&cs, 0..3, &req, true), Some(1));
-        let big: Slots = [("cpu".to_owned(), SlotAmount::parse("7").unwrap())].into();
+        let one = req(&ix, &[("cpu", "1")]);
+        assert_eq!(choose(&cs, 0..3, &one, false), Some(0));
+        assert_eq!(choose(&cs, 0..3, &one, true), Some(1));
+        let big = req(&ix, &[("cpu", "7")]);
         assert_eq!(choose(&cs, 0..3, &big, true), Some(0));
-        let huge: Slots = [("cpu".to_owned(), SlotAmount::parse("9").unwrap())].into();
+        let huge = req(&ix, &[("cpu", "9")]);
         assert_eq!(choose(&cs, 0..3, &huge, false), None);
+    }
+
+    #[test]
+    fn agents_with_unused_accelerators_go_last_and_ties_go_to_the_first_id() {
+        let ix = index();
+        let cs = vec![
+            cand(&ix, "a", &[("cpu", "8"), ("cuda.device", "2")], &[]),
+            cand(&ix, "b", &[("cpu", "4")], &[]),
+            cand(&ix, "c", &[("cpu", "4")], &[]),
+        ];
+        let cpu = req(&ix, &[("cpu", "1")]);
+        assert_eq!(choose(&cs, 0..3, &cpu, false), Some(1));
+        let gpu = req(&ix, &[("cpu", "1"), ("cuda.device", "1")]);
+        assert_eq!(choose(&cs, 0..3, &gpu, false), Some(0));
+    }
+
+    #[test]
+    fn round_robin_resumes_after_the_cursor_and_wraps_around() {
+        let ix = index();
+        let cs = vec![
+            cand(&ix, "a", &[("cpu", "4")], &[]),
+            cand(&ix, "b", &[("cpu", "4")], &[("cpu", "4")]),
+            cand(&ix, "c", &[("cpu", "4")], &[]),
+        ];
+        let one = req(&ix, &[("cpu", "1")]);
+        let pool = [0, 1, 2];
+        assert_eq!(next_round_robin(&cs, &pool, 0, &one, |_| false), Some(0));
+        assert_eq!(next_round_robin(&cs, &pool, 1, &one, |_| false), Some(2));
+        assert_eq!(next_round_robin(&cs, &pool, 3, &one, |_| false), Some(0));
+        assert_eq!(next_round_robin(&cs, &pool, 1, &one, |i| i == 2), Some(0));
+        let huge = req(&ix, &[("cpu", "5")]);
+        assert_eq!(next_round_robin(&cs, &pool, 0, &huge, |_| false), None);
     }
 }

@@ -77,6 +77,9 @@ pub struct AgentEntry {
     pub held: HashMap<Uuid, Slots>,
     /// Since when it is LOST or stopped (`None` while alive).
     pub gone_since: Option<DateTime<Utc>>,
+    /// Log position of the last kernels placed on it (0: none yet); where
+    /// round-robin selection resumes.
+    pub last_placed: u64,
 }
 
 impl AgentEntry {
@@ -379,6 +382,7 @@ impl State {
                     kernels,
                 } = &event
                 {
+                    entry.last_placed = e.position;
                     for (kernel, slots) in kernels {
                         let slots = slots_of(slots);
                         entry.held.insert(*kernel, slots.clone());
