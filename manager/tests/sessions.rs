@@ -741,3 +741,59 @@ async fn an_unused_session_ends_after_its_idle_timeout_and_a_used_one_lives_on()
         Some(&SessionStatus::Running)
     );
 }
+
+#[tokio::test]
+async fn a_manager_never_enqueues_on_what_another_manager_changed_since_it_last_looked() {
+    let db = TestDb::new().await;
+    let a = common::start_with_fixture(&db).await;
+    let b = common::spawn(&db);
+    // Manager A has looked at the project, the keypair, its policy and the
+    // image (and kept them).
+    let (status, body) = post(
+        &a,
+        USER,
+        "/session",
+        json!({"name": "warm", "image": "python", "enqueueOnly": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // Manager B deactivates the project.
+    let groups = common::gql(
+        &b,
+        (ADMIN_AK, ADMIN_SK),
+        "{ groups(domain_name: \"default\") { id name } }",
+        json!({}),
+    )
+    .await;
+    let gid = groups["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "default")
+        .map(|g| g["id"].as_str().unwrap().to_owned())
+        .expect("the default project");
+    let r = common::gql(
+        &b,
+        (ADMIN_AK, ADMIN_SK),
+        "mutation($gid: UUID!) { modify_group(gid: $gid, props: {is_active: false}) { ok msg } }",
+        json!({ "gid": gid }),
+    )
+    .await;
+    assert_eq!(r["data"]["modify_group"]["ok"], true, "{r}");
+    let head = common::log_head(&db).await;
+
+    // Manager A refuses, although what it kept says the project is active.
+    let (status, body) = post(
+        &a,
+        USER,
+        "/session",
+        json!({"name": "cold", "image": "python", "enqueueOnly": true}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["msg"].as_str().unwrap_or("").contains("project"),
+        "{body}"
+    );
+    assert_eq!(common::log_head(&db).await, head, "nothing appended");
+}

@@ -33,7 +33,8 @@ use super::view::SessionView;
 use super::{ActOnSession, EnqueueSession, Session, SessionCommand, name_holder, name_stream};
 use crate::auth::rate_limit::RateLimiter;
 use crate::handler::CommandHandler;
-use crate::image::resolve_image;
+use crate::handler::{Tx, Workflow};
+use crate::image::resolve_image_in;
 use crate::keypair::Keypair;
 use crate::policy::KeypairPolicy;
 use crate::project::Project;
@@ -344,177 +345,22 @@ impl SessionApi {
                 req.domain
             )));
         }
-        // The project.
-        let (res, _) = self
-            .handler
-            .load::<Reservation>(&manager_events::reservation::stream_id(
-                "project-name",
-                &format!("{}/{}", req.domain, req.group),
-            ))
-            .await
-            .map_err(Problem::from)?;
-        let project_id =
-            res.holder
-                .as_deref()
-                .and_then(|h| h.strip_prefix("project:"))
-                .and_then(|id| id.parse::<Uuid>().ok())
-                .ok_or_else(|| {
-                    Problem::new(ProblemKind::ObjectNotFound("user group (or project)")).msg(
-                        format!("no project {:?} in domain {:?}", req.group, req.domain),
-                    )
-                })?;
-        let (project, _) = self
-            .handler
-            .load::<Project>(&crate::project::stream_id(&project_id))
-            .await
-            .map_err(Problem::from)?;
-        let project_ok = project.live().is_some_and(|f| f.is_active);
-        if !project_ok
-            || (acting.role != UserRole::Superadmin && !project.members.contains(&acting.user_id))
-        {
-            return Err(Problem::new(ProblemKind::InvalidApiParams).msg(format!(
-                "the owner is not a member of project {:?}",
-                req.group
-            )));
-        }
-        let owner = Owner {
-            access_key: acting.access_key.clone(),
-            user_id: acting.user_id,
-            project_id,
-            domain_name: req.domain.clone(),
-        };
-        // The owner's policy.
-        let (keypair, _) = self
-            .handler
-            .load::<Keypair>(&crate::keypair::stream_id(&owner.access_key))
-            .await
-            .map_err(Problem::from)?;
-        let policy_name = keypair
-            .live()
-            .map(|k| k.resource_policy.clone())
-            .unwrap_or_default();
-        let (policy, _) = self
-            .handler
-            .load::<KeypairPolicy>(&crate::policy::stream_id(&policy_name))
-            .await
-            .map_err(Problem::from)?;
-        let max_kernels = policy
-            .fields
-            .as_ref()
-            .map_or(1, |f| f.max_containers_per_session);
-        if max_kernels > 0 && i64::from(req.cluster_size) > max_kernels {
-            return Err(Problem::new(ProblemKind::InvalidApiParams).msg(format!(
-                "your resource policy allows at most {max_kernels} kernel(s) per session"
-            )));
-        }
-        // The image.
-        let Some((_, image)) = resolve_image(&self.handler, &req.image, &req.architecture).await?
-        else {
-            return Err(
-                Problem::new(ProblemKind::ObjectNotFound("environment image"))
-                    .msg("unknown alias or disallowed registry"),
-            );
-        };
-        // A live session of that name?
-        let (held, _) = self
-            .handler
-            .load::<Reservation>(&name_stream(&owner.access_key, &req.name))
-            .await
-            .map_err(Problem::from)?;
-        if let Some(existing) = name_holder(&held) {
-            let (s, _) = self
-                .handler
-                .load::<Session>(&super::stream_id(existing))
-                .await
-                .map_err(Problem::from)?;
-            if req.reuse_if_exists && s.spec.image.canonical == image.canonical {
-                return Ok(HttpResponse::Created().json(json!({
-                    "sessionId": existing.to_string(),
-                    "sessionName": s.spec.name,
-                    "status": s.status.as_str(),
-                    "service_ports": service_ports(&s),
-                    "created": false,
-                })));
-            }
-            return Err(Problem::new(ProblemKind::SessionAlreadyExists)
-                .msg(format!(
-                    "a live session named {:?} already exists",
-                    req.name
-                ))
-                .data(json!({ "existingSessionId": existing.to_string() })));
-        }
-        let slots = self.slots(&req, &image)?;
-        let scaling_group =
-            self.scaling_group(req.scaling_group.as_deref(), &owner, req.session_type)?;
-        if !req.agent_list.is_empty() {
-            let expected = match req.cluster_mode {
-                manager_events::session::ClusterMode::SingleNode => 1,
-                manager_events::session::ClusterMode::MultiNode => req.cluster_size as usize,
-            };
-            if req.agent_list.len() != expected {
-                return Err(Problem::new(ProblemKind::InvalidApiParams)
-                    .msg(format!("agent_list must name {expected} agent(s)")));
-            }
-        }
-        let dependencies = self
-            .dependencies(&owner.access_key, &req.dependencies)
-            .await?;
         let id = Uuid::new_v4();
-        let kernels = (0..req.cluster_size)
-            .map(|i| {
-                let (role, idx) = if i == 0 { ("main", 1) } else { ("sub", i) };
-                KernelSpec {
-                    id: if i == 0 { id } else { Uuid::new_v4() },
-                    cluster_role: role.into(),
-                    cluster_idx: idx,
-                    local_rank: i,
-                    cluster_hostname: format!("{role}{idx}"),
-                }
-            })
-            .collect();
-        let mut resource_opts = req.resource_opts.clone();
-        resource_opts
-            .entry("shmem".into())
-            .or_insert_with(|| DEFAULT_SHMEM.to_string());
-        let spec = SessionSpec {
-            name: req.name.clone(),
-            session_type: req.session_type,
-            image: SessionImage {
-                canonical: image.canonical.clone(),
-                architecture: image.architecture.clone(),
-                registry: image.registry().to_owned(),
-                tag: image.tag().to_owned(),
-            },
-            cluster_mode: req.cluster_mode,
-            slots_per_kernel: slots,
-            resource_opts,
-            scaling_group,
-            mounts: req.mounts.clone(),
-            mount_map: req.mount_map.clone(),
-            environ: req.environ.clone(),
-            startup_command: req.startup_command.clone(),
-            bootstrap_script: req.bootstrap_script.clone(),
-            dependencies,
-            starts_at: req.starts_at,
-            tag: req.tag.clone(),
-            callback_url: req.callback_url.clone(),
-            preopen_ports: req.preopen_ports.clone(),
-            designated_agents: req.agent_list.clone(),
-            kernels,
-        };
-        let creation_id = Uuid::new_v4().simple().to_string();
         let done = self
             .handler
             .transact(
-                &EnqueueSession {
+                &CheckedEnqueue {
+                    api: self,
+                    acting: &acting,
+                    req: &req,
                     id,
-                    creation_id,
-                    owner,
-                    spec,
                 },
                 meta(actor, "create_session"),
             )
             .await?;
+        if let Some(Enqueued::Reused(body)) = done.output {
+            return Ok(HttpResponse::Created().json(body));
+        }
         self.record(actor, done.position).await;
         metrics::counter!("sessions_enqueued_total").increment(1);
         if req.enqueue_only {
@@ -586,38 +432,6 @@ impl SessionApi {
             }
         }
         errors.into_result()?;
-        Ok(out)
-    }
-
-    /// Resolves dependencies (ids, or names of the owner's live sessions);
-    /// each must exist.
-    async fn dependencies(&self, access_key: &str, refs: &[String]) -> Result<Vec<Uuid>, Problem> {
-        let mut out = Vec::with_capacity(refs.len());
-        for r in refs {
-            let id = if let Ok(id) = r.parse::<Uuid>() {
-                let (s, _) = self
-                    .handler
-                    .load::<Session>(&super::stream_id(id))
-                    .await
-                    .map_err(Problem::from)?;
-                if !s.exists() {
-                    return Err(Problem::new(ProblemKind::InvalidApiParams)
-                        .msg(format!("dependency {r} does not exist")));
-                }
-                id
-            } else {
-                self.find(access_key, r)
-                    .await
-                    .map_err(|_| {
-                        Problem::new(ProblemKind::InvalidApiParams)
-                            .msg(format!("dependency {r:?} does not exist"))
-                    })?
-                    .0
-            };
-            if !out.contains(&id) {
-                out.push(id);
-            }
-        }
         Ok(out)
     }
 
@@ -844,4 +658,222 @@ async fn rename(
     )
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What [`CheckedEnqueue`] did.
+enum Enqueued {
+    /// The session is in the queue.
+    New,
+    /// A live session of that name and image exists and `reuseIfExists`
+    /// asked for it: the answer to give.
+    Reused(Value),
+}
+
+/// `POST /session`'s checks and the enqueue, as one workflow: everything
+/// the checks read (the project and its name, the keypair and its policy,
+/// the image and its alias, the session name, the dependencies) is part of
+/// the append, at the version the checks saw. The first attempt reads what
+/// this manager already holds, so a request usually costs one round trip
+/// to the log; if anything it read changed meanwhile, the append fails and
+/// the request is checked again on fresh state. A refusal decided on
+/// cached state is likewise checked again before it is given.
+struct CheckedEnqueue<'a> {
+    api: &'a SessionApi,
+    acting: &'a Acting,
+    req: &'a CreateRequest,
+    id: Uuid,
+}
+
+impl Workflow for CheckedEnqueue<'_> {
+    type Output = Enqueued;
+
+    async fn run(&self, tx: &mut Tx<'_>) -> Result<Enqueued, Problem> {
+        let (api, acting, req, id) = (self.api, self.acting, self.req, self.id);
+        // The project.
+        let res = tx
+            .load::<Reservation>(&manager_events::reservation::stream_id(
+                "project-name",
+                &format!("{}/{}", req.domain, req.group),
+            ))
+            .await?;
+        let project_id = res
+            .holder
+            .as_deref()
+            .and_then(|h| h.strip_prefix("project:"))
+            .and_then(|id| id.parse::<Uuid>().ok())
+            .ok_or_else(|| {
+                Problem::new(ProblemKind::ObjectNotFound("user group (or project)")).msg(format!(
+                    "no project {:?} in domain {:?}",
+                    req.group, req.domain
+                ))
+            })?;
+        let project = tx
+            .load::<Project>(&crate::project::stream_id(&project_id))
+            .await?;
+        let project_ok = project.live().is_some_and(|f| f.is_active);
+        if !project_ok
+            || (acting.role != UserRole::Superadmin && !project.members.contains(&acting.user_id))
+        {
+            return Err(Problem::new(ProblemKind::InvalidApiParams).msg(format!(
+                "the owner is not a member of project {:?}",
+                req.group
+            )));
+        }
+        let owner = Owner {
+            access_key: acting.access_key.clone(),
+            user_id: acting.user_id,
+            project_id,
+            domain_name: req.domain.clone(),
+        };
+        // The owner's policy.
+        let keypair = tx
+            .load::<Keypair>(&crate::keypair::stream_id(&owner.access_key))
+            .await?;
+        let policy_name = keypair
+            .live()
+            .map(|k| k.resource_policy.clone())
+            .unwrap_or_default();
+        let policy = tx
+            .load::<KeypairPolicy>(&crate::policy::stream_id(&policy_name))
+            .await?;
+        let max_kernels = policy
+            .fields
+            .as_ref()
+            .map_or(1, |f| f.max_containers_per_session);
+        if max_kernels > 0 && i64::from(req.cluster_size) > max_kernels {
+            return Err(Problem::new(ProblemKind::InvalidApiParams).msg(format!(
+                "your resource policy allows at most {max_kernels} kernel(s) per session"
+            )));
+        }
+        // The image.
+        let Some((_, image)) = resolve_image_in(tx, &req.image, &req.architecture).await? else {
+            return Err(
+                Problem::new(ProblemKind::ObjectNotFound("environment image"))
+                    .msg("unknown alias or disallowed registry"),
+            );
+        };
+        // A live session of that name? Most names are new: the first
+        // attempt presumes so, and the append's check says otherwise.
+        let name = name_stream(&owner.access_key, &req.name);
+        tx.presume_new::<Reservation>(&name);
+        let held = tx.load::<Reservation>(&name).await?;
+        if let Some(existing) = name_holder(&held) {
+            let s = tx.load::<Session>(&super::stream_id(existing)).await?;
+            if req.reuse_if_exists && s.spec.image.canonical == image.canonical {
+                return Ok(Enqueued::Reused(json!({
+                    "sessionId": existing.to_string(),
+                    "sessionName": s.spec.name,
+                    "status": s.status.as_str(),
+                    "service_ports": service_ports(&s),
+                    "created": false,
+                })));
+            }
+            return Err(Problem::new(ProblemKind::SessionAlreadyExists)
+                .msg(format!(
+                    "a live session named {:?} already exists",
+                    req.name
+                ))
+                .data(json!({ "existingSessionId": existing.to_string() })));
+        }
+        let slots = api.slots(req, &image)?;
+        let scaling_group =
+            api.scaling_group(req.scaling_group.as_deref(), &owner, req.session_type)?;
+        if !req.agent_list.is_empty() {
+            let expected = match req.cluster_mode {
+                manager_events::session::ClusterMode::SingleNode => 1,
+                manager_events::session::ClusterMode::MultiNode => req.cluster_size as usize,
+            };
+            if req.agent_list.len() != expected {
+                return Err(Problem::new(ProblemKind::InvalidApiParams)
+                    .msg(format!("agent_list must name {expected} agent(s)")));
+            }
+        }
+        let dependencies = dependencies(tx, &owner.access_key, &req.dependencies).await?;
+        let kernels = (0..req.cluster_size)
+            .map(|i| {
+                let (role, idx) = if i == 0 { ("main", 1) } else { ("sub", i) };
+                KernelSpec {
+                    id: if i == 0 { id } else { Uuid::new_v4() },
+                    cluster_role: role.into(),
+                    cluster_idx: idx,
+                    local_rank: i,
+                    cluster_hostname: format!("{role}{idx}"),
+                }
+            })
+            .collect();
+        let mut resource_opts = req.resource_opts.clone();
+        resource_opts
+            .entry("shmem".into())
+            .or_insert_with(|| DEFAULT_SHMEM.to_string());
+        let spec = SessionSpec {
+            name: req.name.clone(),
+            session_type: req.session_type,
+            image: SessionImage {
+                canonical: image.canonical.clone(),
+                architecture: image.architecture.clone(),
+                registry: image.registry().to_owned(),
+                tag: image.tag().to_owned(),
+            },
+            cluster_mode: req.cluster_mode,
+            slots_per_kernel: slots,
+            resource_opts,
+            scaling_group,
+            mounts: req.mounts.clone(),
+            mount_map: req.mount_map.clone(),
+            environ: req.environ.clone(),
+            startup_command: req.startup_command.clone(),
+            bootstrap_script: req.bootstrap_script.clone(),
+            dependencies,
+            starts_at: req.starts_at,
+            tag: req.tag.clone(),
+            callback_url: req.callback_url.clone(),
+            preopen_ports: req.preopen_ports.clone(),
+            designated_agents: req.agent_list.clone(),
+            kernels,
+        };
+        EnqueueSession {
+            id,
+            creation_id: Uuid::new_v4().simple().to_string(),
+            owner,
+            spec,
+        }
+        .run(tx)
+        .await?;
+        Ok(Enqueued::New)
+    }
+}
+
+/// Resolves dependencies (ids, or names of the owner's live sessions);
+/// each must exist. What it read is checked when the enqueue commits.
+async fn dependencies(
+    tx: &mut Tx<'_>,
+    access_key: &str,
+    refs: &[String],
+) -> Result<Vec<Uuid>, Problem> {
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        let missing = || {
+            Problem::new(ProblemKind::InvalidApiParams)
+                .msg(format!("dependency {r:?} does not exist"))
+        };
+        let id = if let Ok(id) = r.parse::<Uuid>() {
+            let s = tx.load::<Session>(&super::stream_id(id)).await?;
+            if !s.exists() {
+                return Err(missing());
+            }
+            id
+        } else {
+            let held = tx.load::<Reservation>(&name_stream(access_key, r)).await?;
+            let id = name_holder(&held).ok_or_else(missing)?;
+            let s = tx.load::<Session>(&super::stream_id(id)).await?;
+            if !s.exists() || s.status.is_dead() {
+                return Err(missing());
+            }
+            id
+        };
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
