@@ -20,6 +20,10 @@
 //! - `KernelStarted`: the kernel RUNNING with its container, host, ports and
 //!   the slots really allocated (none reported: as placed); the main
 //!   kernel's service ports become the session's.
+//! - Entering PREPARING, PULLING, PREPARED, CREATING or RUNNING without a
+//!   reason or an error clears `status_info` (null) and `status_data`
+//!   (`{}`), as the reference does on PREPARING: a running session does not
+//!   say `scheduled`.
 //! - `SessionCancelled`: session and every kernel CANCELLED.
 //! - `terminated_at` is set when a session or kernel becomes TERMINATED or
 //!   CANCELLED.
@@ -424,6 +428,36 @@ struct Change<'a> {
     info: Option<&'a str>,
     /// Merged into `status_data`, when given.
     data: Option<Value>,
+    /// Whether `status_info` and `status_data` start over (become `info`
+    /// and `data`, an empty object when `None`) instead.
+    clear: bool,
+}
+
+/// Whether entering `status` (without a reason or an error) clears the
+/// last change's `status_info`/`status_data`: a kernel or session on its
+/// way to RUNNING no longer says `scheduled` (the reference clears them on
+/// PREPARING).
+fn starts_over(status: KernelStatus) -> bool {
+    matches!(
+        status,
+        KernelStatus::Preparing
+            | KernelStatus::Pulling
+            | KernelStatus::Prepared
+            | KernelStatus::Creating
+            | KernelStatus::Running
+    )
+}
+
+/// [`starts_over`] for a session's status.
+fn session_starts_over(status: SessionStatus) -> bool {
+    matches!(
+        status,
+        SessionStatus::Preparing
+            | SessionStatus::Pulling
+            | SessionStatus::Prepared
+            | SessionStatus::Creating
+            | SessionStatus::Running
+    )
 }
 
 /// The session entered `status`.
@@ -438,8 +472,8 @@ async fn set_session_status(
     manager_events::prepared(
         "UPDATE sessions SET status = $2, status_changed = $3, \
          status_history = status_history || jsonb_build_object($2::text, $4::text), \
-         status_info = coalesce($5, status_info), \
-         status_data = CASE WHEN $6::jsonb IS NULL THEN status_data \
+         status_info = CASE WHEN $9 THEN $5 ELSE coalesce($5, status_info) END, \
+         status_data = CASE WHEN $9 THEN coalesce($6::jsonb, '{}'::jsonb) WHEN $6::jsonb IS NULL THEN status_data \
            ELSE coalesce(status_data, '{}'::jsonb) || $6::jsonb END, \
          terminated_at = CASE WHEN $7 THEN $3 ELSE terminated_at END, position = $8 \
          WHERE id = $1",
@@ -452,6 +486,7 @@ async fn set_session_status(
     .bind::<Nullable<Text>, _>(data)
     .bind::<Bool, _>(status.is_dead())
     .bind::<BigInt, _>(position(e))
+    .bind::<Bool, _>(change.clear)
     .execute(conn)
     .await?;
     Ok(())
@@ -472,8 +507,8 @@ async fn set_kernels_status(
     manager_events::prepared(
         "UPDATE kernels SET status = $3, status_changed = $4, \
          status_history = status_history || jsonb_build_object($3::text, $5::text), \
-         status_info = coalesce($6, status_info), \
-         status_data = CASE WHEN $7::jsonb IS NULL THEN status_data \
+         status_info = CASE WHEN $11 THEN $6 ELSE coalesce($6, status_info) END, \
+         status_data = CASE WHEN $11 THEN coalesce($7::jsonb, '{}'::jsonb) WHEN $7::jsonb IS NULL THEN status_data \
            ELSE coalesce(status_data, '{}'::jsonb) || $7::jsonb END, \
          terminated_at = CASE WHEN $8 THEN $4 ELSE terminated_at END, \
          exit_code = coalesce($9, exit_code), position = $10 \
@@ -489,6 +524,7 @@ async fn set_kernels_status(
     .bind::<Bool, _>(status.is_dead())
     .bind::<Nullable<Integer>, _>(exit_code)
     .bind::<BigInt, _>(position(e))
+    .bind::<Bool, _>(change.clear)
     .execute(conn)
     .await?;
     Ok(())
@@ -528,6 +564,7 @@ async fn transitioned(
 ) -> Result<(), ProjectionError> {
     let info = Some(reason).filter(|r| !r.is_empty());
     let error = error.map(error_data);
+    let clear = info.is_none() && error.is_none() && starts_over(status);
     let mut kernel_data = error.clone();
     if let (KernelStatus::Terminated, Some(code)) = (status, exit_code) {
         kernel_data = Some(merged(
@@ -543,6 +580,7 @@ async fn transitioned(
         Change {
             info,
             data: kernel_data,
+            clear,
         },
         exit_code,
         e,
@@ -554,7 +592,8 @@ async fn transitioned(
             let going = s.as_str().to_lowercase();
             data = Some(merged(data, json!({ "session": { "status": going } })));
         }
-        set_session_status(conn, id, s, Change { info, data }, e).await?;
+        let clear = info.is_none() && data.is_none() && session_starts_over(s);
+        set_session_status(conn, id, s, Change { info, data, clear }, e).await?;
     }
     refresh_occupancy(conn, id, e).await
 }
@@ -577,7 +616,7 @@ async fn started(
         "UPDATE kernels SET status = $3, status_changed = $4, \
          status_history = status_history || jsonb_build_object($3::text, $5::text), \
          container_id = $6, kernel_host = $7, repl_in_port = $8, repl_out_port = $9, \
-         service_ports = $10::jsonb, \
+         service_ports = $10::jsonb, status_info = NULL, status_data = '{}'::jsonb, \
          occupied_slots = CASE WHEN $11::jsonb = '{}'::jsonb THEN occupied_slots ELSE $11::jsonb END, \
          position = $12 WHERE id = $2 AND session_id = $1",
     )
@@ -609,6 +648,7 @@ async fn started(
         let change = Change {
             info: None,
             data: None,
+            clear: session_starts_over(s),
         };
         set_session_status(conn, id, s, change, e).await?;
     }
@@ -622,7 +662,11 @@ async fn cancelled(
     e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
     let info = Some(reason).filter(|r| !r.is_empty());
-    let change = || Change { info, data: None };
+    let change = || Change {
+        info,
+        data: None,
+        clear: false,
+    };
     set_session_status(conn, id, SessionStatus::Cancelled, change(), e).await?;
     set_kernels_status(conn, id, None, KernelStatus::Cancelled, change(), None, e).await?;
     refresh_occupancy(conn, id, e).await

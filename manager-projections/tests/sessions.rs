@@ -356,6 +356,12 @@ async fn a_session_runs_and_terminates_and_its_agent_gets_its_slots_back() {
     runner.catch_up().await.unwrap();
     let s = session_row(&db, id).await;
     assert_eq!(s["status"], "RUNNING");
+    // On its way to RUNNING it no longer says why it was last changed
+    // ("scheduled").
+    assert_eq!(
+        (&s["status_info"], &s["status_data"]),
+        (&Value::Null, &json!({}))
+    );
     assert_eq!(
         history_keys(&s),
         ["PENDING", "PREPARING", "RUNNING", "SCHEDULED"]
@@ -378,6 +384,12 @@ async fn a_session_runs_and_terminates_and_its_agent_gets_its_slots_back() {
         json!([{"name": "jupyter", "protocol": "http", "container_ports": [8080], "host_ports": [30001]}])
     );
     let kernels = kernel_rows(&db, id).await;
+    assert!(
+        kernels
+            .iter()
+            .all(|k| k["status_info"].is_null() && k["status_data"] == json!({})),
+        "{kernels:?}"
+    );
     assert_eq!(kernels[0]["container_id"], format!("c-{}", k[0]));
     assert_eq!(
         kernels[0]["occupied_slots"],

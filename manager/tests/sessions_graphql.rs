@@ -493,7 +493,7 @@ async fn ps_lists_the_sessions_each_role_may_see() {
         &json!({"name": "u-running", "access_key": USER_AK, "id": running,
                 "group_name": "default", "main_kernel_id": w.running.kernels[0].to_string(),
                 "image": IMAGE, "type": "INTERACTIVE", "status": "RUNNING",
-                "status_info": "scheduled", "status_changed": item["status_changed"],
+                "status_info": null, "status_changed": item["status_changed"],
                 "result": "UNDEFINED"})
     );
     assert!(item["status_changed"].as_str().unwrap().ends_with("+00:00"));
@@ -706,7 +706,7 @@ async fn session_info_shows_containers_dependencies_and_what_agents_hold() {
             &json!({"id": kernel.to_string(), "cluster_role": role, "cluster_idx": 1,
                     "cluster_hostname": host, "session_id": w.running.id.to_string(),
                     "image": IMAGE, "registry": "cr.backend.ai", "status": "RUNNING",
-                    "status_info": "scheduled", "status_data": "{}",
+                    "status_info": null, "status_data": "{}",
                     "status_changed": c["status_changed"], "agent": "i-a",
                     "container_id": format!("c-{kernel}"),
                     "resource_opts": r#"{"shmem": "67108864"}"#,
