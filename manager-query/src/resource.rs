@@ -7,22 +7,45 @@
 //!   caller may use — and which presets could be allocated now.
 //!
 //! Slot maps always hold every known slot ([`KNOWN_SLOTS`]) as decimal
-//! strings, unlimited as `"Infinity"`. Arithmetic is exact
-//! ([`SlotAmount`]). Both endpoints read only read models.
+//! strings, unlimited as `"Infinity"`; slots the cluster does not know are
+//! dropped, from usage as from limits. Arithmetic is exact ([`SlotAmount`]).
+//! Both endpoints read only read models.
 //!
-//! Usage is zero everywhere and nothing is allocatable while the manager has
-//! no sessions, kernels or agents; the places where their read models will
-//! plug in are [`occupancy`] and [`alive_agents_free_slots`].
+//! # Where the numbers come from
+//! - Keypair, project and domain usage (`occupancy`): the sum of the
+//!   `occupying_slots` of the scope's sessions whose status holds quota
+//!   ([`SessionStatus::holds_quota`]: SCHEDULED to RUNNING, RESTARTING,
+//!   RUNNING_DEGRADED; not PENDING, TERMINATING or ended) — the rule the
+//!   scheduler's quota predicates apply, so what remains here is what the
+//!   scheduler would still admit.
+//! - A scaling group's `using` (`scaling_group_usage`): the
+//!   `occupied_slots` of the caller's (its user's) kernels in that group
+//!   that hold their agent's slots ([`KernelStatus::holds_agent_slots`]).
+//! - A scaling group's `remaining` (`alive_agents_free_slots`): over its
+//!   ALIVE agents, `available_slots` less what their kernels hold
+//!   (`agent_occupancy`), capped by the keypair's remaining.
+//! - A preset is allocatable when one ALIVE agent of an allowed group has
+//!   its slots free and the keypair's remaining covers it.
+//!
+//! Being a read sent as a POST, the endpoint waits (bounded) for the read
+//! models to show the caller's last write itself, as GET reads do in the
+//! middleware ([`crate::freshness`]): a session the caller has just destroyed
+//! (TERMINATING) no longer counts against its quotas, though its kernels
+//! hold their agents' slots until they are gone.
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use diesel::QueryableByName;
-use diesel::sql_types::{Nullable, Text};
+use diesel::sql_types::{Array, Bool, Nullable, Text};
+use manager_events::agent::AgentStatus;
 use manager_events::auth::AuthContext;
+use manager_events::session::{KernelStatus, SessionStatus};
 use manager_events::slots::{KNOWN_SLOTS, SlotAmount, known_slot_names};
 use manager_events::{PgPool, Problem, ProblemKind};
 use serde_json::{Map, Value, json};
+
+use crate::freshness::{Freshness, LastWrite, STALE_HEADER};
 
 /// Slot name → amount.
 pub type Slots = BTreeMap<String, SlotAmount>;
@@ -62,6 +85,13 @@ fn limits(stored: &str, fill: SlotAmount) -> Slots {
             (slot.to_owned(), amount.unwrap_or(fill))
         })
         .collect()
+}
+
+/// `a + b`, slot by slot (over `a`'s slots).
+fn add(a: &mut Slots, b: &Slots) {
+    for (k, v) in a.iter_mut() {
+        *v = v.plus(b.get(k).copied().unwrap_or(SlotAmount::ZERO));
+    }
 }
 
 /// `a - b`, slot by slot (over `a`'s slots; a slot `b` lacks counts as 0).
@@ -250,38 +280,167 @@ struct NameRow {
 /// project the limits are checked in.
 struct Scope<'a> {
     access_key: &'a str,
+    user: uuid::Uuid,
     domain_name: &'a str,
     project: uuid::Uuid,
 }
 
-/// Slots occupied by the scope's live kernels, per keypair, project and
-/// domain. There are no kernels yet, so nothing is occupied; when the
-/// kernels read model lands, sum the `occupied_slots` of resource-occupying
-/// kernels here.
-fn occupancy(_scope: &Scope<'_>) -> (Slots, Slots, Slots) {
-    let none = filled(SlotAmount::ZERO);
-    (none.clone(), none.clone(), none)
+#[derive(QueryableByName)]
+struct ScopedSlotsRow {
+    #[diesel(sql_type = Text)]
+    slots: String,
+    #[diesel(sql_type = Bool)]
+    keypair: bool,
+    #[diesel(sql_type = Bool)]
+    project: bool,
+    #[diesel(sql_type = Bool)]
+    domain: bool,
 }
 
-/// What the caller's kernels occupy in each scaling group. No kernels yet:
-/// nothing (see [`occupancy`]).
-fn scaling_group_usage(_scope: &Scope<'_>, _group: &str) -> Slots {
-    filled(SlotAmount::ZERO)
+#[derive(QueryableByName)]
+struct GroupSlotsRow {
+    #[diesel(sql_type = Text)]
+    scaling_group: String,
+    #[diesel(sql_type = Text)]
+    slots: String,
 }
 
-/// The free slots (available minus occupied, filled out to the known slots)
-/// of every ALIVE agent in `scaling_groups`, with its scaling group.
-///
-/// There is no agents read model yet, so there are no agents: this returns
-/// nothing, every scaling group has nothing remaining and no preset is
-/// allocatable. When the agents projector lands, select
-/// `available_slots - occupied_slots` of `agents WHERE status = 'ALIVE' AND
-/// scaling_group = ANY($1)` here; nothing else in this module changes.
+#[derive(QueryableByName)]
+struct AgentRow {
+    #[diesel(sql_type = Text)]
+    scaling_group: String,
+    #[diesel(sql_type = Text)]
+    available: String,
+    #[diesel(sql_type = Text)]
+    occupied: String,
+}
+
+/// The session statuses that count against quotas
+/// ([`SessionStatus::holds_quota`]), as stored.
+fn quota_holding_statuses() -> Vec<&'static str> {
+    SessionStatus::ALL
+        .into_iter()
+        .filter(|s| s.holds_quota())
+        .map(SessionStatus::as_str)
+        .collect()
+}
+
+/// The kernel statuses that hold their agent's slots
+/// ([`KernelStatus::holds_agent_slots`]), as stored.
+fn agent_slot_holding_statuses() -> Vec<&'static str> {
+    KernelStatus::ALL
+        .into_iter()
+        .filter(|s| s.holds_agent_slots())
+        .map(KernelStatus::as_str)
+        .collect()
+}
+
+/// Slots used per keypair, project and domain: the `occupying_slots` of the
+/// scope's sessions that hold quota, summed exactly over the known slots —
+/// what the scheduler's quota predicates count. One read covers the three
+/// scopes; each row says which of them it belongs to.
+async fn occupancy(conn: &mut Conn, scope: &Scope<'_>) -> Result<(Slots, Slots, Slots), Problem> {
+    use diesel::sql_types::Uuid as SqlUuid;
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<ScopedSlotsRow> = manager_events::prepared(
+        "SELECT occupying_slots::text AS slots, access_key = $1 AS keypair, \
+         group_id = $2 AS project, domain_name = $3 AS domain \
+         FROM sessions WHERE status = ANY($4) \
+         AND (access_key = $1 OR group_id = $2 OR domain_name = $3)",
+    )
+    .bind::<Text, _>(scope.access_key)
+    .bind::<SqlUuid, _>(scope.project)
+    .bind::<Text, _>(scope.domain_name)
+    .bind::<Array<Text>, _>(quota_holding_statuses())
+    .load(conn)
+    .await
+    .map_err(unavailable)?;
+    let (mut keypair, mut project, mut domain) = (
+        filled(SlotAmount::ZERO),
+        filled(SlotAmount::ZERO),
+        filled(SlotAmount::ZERO),
+    );
+    for row in rows {
+        let slots = limits(&row.slots, SlotAmount::ZERO);
+        for (using, counts) in [
+            (&mut keypair, row.keypair),
+            (&mut project, row.project),
+            (&mut domain, row.domain),
+        ] {
+            if counts {
+                add(using, &slots);
+            }
+        }
+    }
+    Ok((keypair, project, domain))
+}
+
+/// What the caller's kernels (those of sessions of its user, as the
+/// reference counts them) hold in each of `scaling_groups`: the
+/// `occupied_slots` of the kernels that hold their agent's slots. Every
+/// group of `scaling_groups` is in the answer, at zero when nothing runs
+/// there.
+async fn scaling_group_usage(
+    conn: &mut Conn,
+    user: uuid::Uuid,
+    scaling_groups: &[String],
+) -> Result<BTreeMap<String, Slots>, Problem> {
+    use diesel::sql_types::Uuid as SqlUuid;
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<GroupSlotsRow> = manager_events::prepared(
+        "SELECT s.scaling_group, k.occupied_slots::text AS slots \
+         FROM sessions s JOIN kernels k ON k.session_id = s.id \
+         WHERE s.user_uuid = $1 AND s.scaling_group = ANY($2) AND k.status = ANY($3)",
+    )
+    .bind::<SqlUuid, _>(user)
+    .bind::<Array<Text>, _>(scaling_groups)
+    .bind::<Array<Text>, _>(agent_slot_holding_statuses())
+    .load(conn)
+    .await
+    .map_err(unavailable)?;
+    let mut usage: BTreeMap<String, Slots> = scaling_groups
+        .iter()
+        .map(|g| (g.clone(), filled(SlotAmount::ZERO)))
+        .collect();
+    for row in rows {
+        if let Some(using) = usage.get_mut(&row.scaling_group) {
+            add(using, &limits(&row.slots, SlotAmount::ZERO));
+        }
+    }
+    Ok(usage)
+}
+
+/// The free slots (available minus what its kernels hold, over the known
+/// slots) of every ALIVE agent in `scaling_groups`, with its scaling group.
+/// An agent whose kernels hold nothing has no `agent_occupancy` row: all of
+/// it is free. Free slots may be negative when an agent reports less
+/// capacity than its kernels were given; they then count as such.
 async fn alive_agents_free_slots(
-    _conn: &mut Conn,
-    _scaling_groups: &[String],
+    conn: &mut Conn,
+    scaling_groups: &[String],
 ) -> Result<Vec<(String, Slots)>, Problem> {
-    Ok(Vec::new())
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<AgentRow> = manager_events::prepared(
+        "SELECT a.scaling_group, a.available_slots::text AS available, \
+         coalesce(o.occupied_slots, '{}'::jsonb)::text AS occupied \
+         FROM agents a LEFT JOIN agent_occupancy o ON o.agent_id = a.id \
+         WHERE a.status = $1 AND a.scaling_group = ANY($2) ORDER BY a.id",
+    )
+    .bind::<Text, _>(AgentStatus::Alive.as_str())
+    .bind::<Array<Text>, _>(scaling_groups)
+    .load(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let free = minus(
+                &limits(&r.available, SlotAmount::ZERO),
+                &limits(&r.occupied, SlotAmount::ZERO),
+            );
+            (r.scaling_group, free)
+        })
+        .collect())
 }
 
 /// `POST /resource/check-presets` (auth). Parameters (JSON body, or the
@@ -303,7 +462,9 @@ async fn alive_agents_free_slots(
 /// the caller may not use is 400 `invalid-api-params` ("Unknown scaling
 /// group"). The `group_*` maps are always shown (the reference's
 /// `group_resource_visibility` switch, which blanks them with `"NaN"`, is
-/// not configurable yet).
+/// not configurable yet). Answered after the read models show the caller's
+/// last write, or with `X-BackendAI-Stale-Read: true` when they did not in
+/// time.
 pub async fn check_presets(
     ctx: AuthContext,
     req: HttpRequest,
@@ -313,6 +474,14 @@ pub async fn check_presets(
     use diesel::sql_types::Uuid as SqlUuid;
     use diesel_async::RunQueryDsl;
     let params = CheckPresetsParams::from_request(req.query_string(), &body)?;
+    // A read sent as a POST: the middleware waits only for GETs.
+    let last_write = req.extensions().get::<LastWrite>().copied();
+    let mut stale = false;
+    if let (Some(LastWrite(position)), Some(freshness)) =
+        (last_write, req.app_data::<web::Data<Freshness>>())
+    {
+        stale = !freshness.wait_for(position).await;
+    }
     let mut conn = connection(&pool).await?;
 
     // The keypair's policy.
@@ -374,10 +543,11 @@ pub async fn check_presets(
 
     let scope = Scope {
         access_key: &ctx.access_key,
+        user: ctx.user_uuid,
         domain_name: &ctx.domain_name,
         project: project.id,
     };
-    let (keypair_using, group_using, domain_using) = occupancy(&scope);
+    let (keypair_using, group_using, domain_using) = occupancy(&mut conn, &scope).await?;
     let group_remaining = minus(&group_limits, &group_using);
     let domain_remaining = minus(&domain_limits, &domain_using);
     // The keypair can use no more than its project and domain have left.
@@ -432,15 +602,12 @@ pub async fn check_presets(
 
     let agents = alive_agents_free_slots(&mut conn, &scaling_groups).await?;
     let mut total_remaining = filled(SlotAmount::ZERO);
-    let mut per_group: BTreeMap<String, (Slots, Slots)> = scaling_groups
-        .iter()
-        .map(|g| {
-            (
-                g.clone(),
-                (scaling_group_usage(&scope, g), filled(SlotAmount::ZERO)),
-            )
-        })
-        .collect();
+    let mut per_group: BTreeMap<String, (Slots, Slots)> =
+        scaling_group_usage(&mut conn, scope.user, &scaling_groups)
+            .await?
+            .into_iter()
+            .map(|(g, using)| (g, (using, filled(SlotAmount::ZERO))))
+            .collect();
     for (group, free) in &agents {
         for (slot, amount) in free {
             if let Some(t) = total_remaining.get_mut(slot) {
@@ -481,7 +648,11 @@ pub async fn check_presets(
         })
         .collect();
 
-    Ok(HttpResponse::Ok().json(json!({
+    let mut response = HttpResponse::Ok();
+    if stale {
+        response.insert_header((STALE_HEADER, "true"));
+    }
+    Ok(response.json(json!({
         "keypair_limits": to_json(&keypair_limits),
         "keypair_using": to_json(&keypair_using),
         "keypair_remaining": to_json(&keypair_remaining),
@@ -546,6 +717,10 @@ mod tests {
             json!({"cpu": "7.5", "mem": "1024"})
         );
         assert!(covers(&a, &b) && !covers(&b, &a));
+        let mut sum = a.clone();
+        add(&mut sum, &b);
+        add(&mut sum, &b);
+        assert_eq!(to_json(&sum), json!({"cpu": "9", "mem": "1024"}));
         assert!(covers(&filled(SlotAmount::Infinity), &a));
     }
 
@@ -583,6 +758,26 @@ mod tests {
         let e = CheckPresetsParams::from_request("", br#"{"group": 3}"#).unwrap_err();
         assert_eq!(e.data, Some(json!({"group": "value is not a string"})));
         assert!(CheckPresetsParams::from_request("extra=1", b"").is_err());
+    }
+
+    #[test]
+    fn usage_counts_the_statuses_the_scheduler_counts() {
+        assert_eq!(
+            quota_holding_statuses(),
+            [
+                "SCHEDULED",
+                "PREPARING",
+                "PULLING",
+                "PREPARED",
+                "CREATING",
+                "RUNNING",
+                "RESTARTING",
+                "RUNNING_DEGRADED"
+            ]
+        );
+        let holding = agent_slot_holding_statuses();
+        assert!(holding.contains(&"TERMINATING") && holding.contains(&"SCHEDULED"));
+        assert!(!holding.contains(&"PENDING") && !holding.contains(&"TERMINATED"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Resource presets over the API: `GET /resource/presets` and
 //! `POST /resource/check-presets` against a manager started with the default
-//! fixture, plus the fixture's user and project resource policies.
+//! fixture — with a real `process` agent running a session, for usage — plus
+//! the fixture's user and project resource policies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -9,12 +10,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use common::{ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, signed, start_with_fixture as start};
+use common::{
+    ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, call, delete, post, process_agent, signed,
+    start_with_fixture as start,
+};
 use manager_command::auth::signature::{RequestParts, parse_date, sign};
 use manager_command::domain::{self, Domain, DomainCommand, DomainPatch};
 use manager_command::handler::CommandHandler;
 use manager_command::policy::{self, DefaultForUnspecified, KeypairPolicy, KeypairPolicyCommand};
 use manager_command::project::{self, Project, ProjectCommand, ProjectPatch};
+use manager_command::resource_preset::{self, ResourcePreset, ResourcePresetCommand};
 use manager_events::testing::TestDb;
 use serde_json::{Value, json};
 
@@ -340,6 +345,183 @@ async fn check_presets_reports_limits_usage_and_scaling_groups() {
         body["keypair_remaining"],
         json!({"cpu": "4", "mem": "1073741824"})
     );
+}
+
+fn slot_map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The `status` `GET /session/{name}` shows the user, or `None` once the
+/// session is gone (404).
+async fn session_status(server: &Server, name: &str) -> Option<Value> {
+    let (status, body) = call(
+        server,
+        (USER_AK, USER_SK),
+        "GET",
+        &format!("/session/{name}"),
+        &Value::Null,
+    )
+    .await;
+    match status {
+        200 => Some(body["status"].clone()),
+        404 => None,
+        _ => panic!("GET /session/{name}: {status} {body}"),
+    }
+}
+
+#[tokio::test]
+async fn check_presets_counts_a_running_session_against_quotas_agents_and_presets() {
+    let db = TestDb::new().await;
+    let server = start(&db).await;
+    let server = &server;
+    // 4 CPUs and 4 GiB in the scaling group `default`.
+    let _agent = process_agent(&db, "i-presets", "4").await;
+
+    // A preset that fits the agent (the fixture's need 32 GiB and more),
+    // and a domain quota on CPUs, so that the domain's usage shows.
+    let handler = CommandHandler::new(db.store().await);
+    handler
+        .execute::<ResourcePreset>(
+            &resource_preset::stream_id("00-half"),
+            ResourcePresetCommand::Create {
+                name: "00-half".into(),
+                fields: manager_events::resource_preset::ResourcePresetFields {
+                    resource_slots: slot_map(&[("cpu", "2"), ("mem", "2147483648")]),
+                    shared_memory: None,
+                    scaling_group_name: None,
+                },
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    handler
+        .execute::<Domain>(
+            &domain::stream_id("default"),
+            DomainCommand::Modify(DomainPatch {
+                total_resource_slots: Some(slot_map(&[("cpu", "5")])),
+                ..Default::default()
+            }),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+
+    let allocatable = |body: &Value| -> Vec<(String, bool)> {
+        body["presets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["allocatable"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let unlimited = json!({"cpu": "Infinity", "mem": "Infinity"});
+    let zero = json!({"cpu": "0", "mem": "0"});
+    let whole_agent = json!({"cpu": "4", "mem": "4294967296"});
+    let idle = eventually(
+        "the agent, preset and quota are projected",
+        move || async move {
+            let body = check(server, &json!({})).await;
+            (body["scaling_group_remaining"]["cpu"] == "4"
+                && body["presets"].as_array().map(Vec::len) == Some(4)
+                && body["keypair_remaining"]["cpu"] == "5")
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(idle["keypair_using"], zero);
+    assert_eq!(idle["group_using"], zero);
+    assert_eq!(
+        idle["keypair_remaining"],
+        json!({"cpu": "5", "mem": "Infinity"})
+    );
+    assert_eq!(idle["scaling_group_remaining"], whole_agent);
+    assert_eq!(
+        idle["scaling_groups"],
+        json!({"default": {"using": zero, "remaining": whole_agent}})
+    );
+    assert_eq!(
+        allocatable(&idle),
+        [
+            ("00-half".to_owned(), true),
+            ("01-small".to_owned(), false),
+            ("02-medium".to_owned(), false),
+            ("03-large".to_owned(), false),
+        ]
+    );
+
+    // A session taking 3 CPUs and 1 GiB runs on the agent.
+    let (status, created) = post(
+        server,
+        (USER_AK, USER_SK),
+        "/session",
+        json!({"name": "busy", "image": "python", "maxWaitSeconds": 60,
+               "config": {"resources": {"cpu": "3", "mem": "1g"}}}),
+    )
+    .await;
+    assert_eq!(
+        (status, &created["status"]),
+        (201, &json!("RUNNING")),
+        "{created}"
+    );
+    eventually("the session is shown running", move || async move {
+        (session_status(server, "busy").await == Some(json!("RUNNING"))).then_some(())
+    })
+    .await;
+    let busy = check(server, &json!({})).await;
+    let session = json!({"cpu": "3", "mem": "1073741824"});
+    // The keypair, its project and its domain each use the session's slots:
+    // the keypair may use 5 − 3 CPUs of the domain's quota.
+    assert_eq!(busy["keypair_using"], session);
+    assert_eq!(busy["group_using"], session);
+    assert_eq!(busy["group_remaining"], unlimited);
+    assert_eq!(
+        busy["keypair_remaining"],
+        json!({"cpu": "2", "mem": "Infinity"})
+    );
+    // The agent has 1 CPU and 3 GiB left, which is what the group has left.
+    let left = json!({"cpu": "1", "mem": "3221225472"});
+    assert_eq!(busy["scaling_group_remaining"], left);
+    assert_eq!(
+        busy["scaling_groups"],
+        json!({"default": {"using": session, "remaining": left}})
+    );
+    // 2 CPUs no longer fit on the agent.
+    assert_eq!(allocatable(&busy)[0], ("00-half".to_owned(), false));
+    // Another member of the project sees the project's and the domain's
+    // usage, but not the session as its own.
+    let r = signed(
+        server,
+        "POST",
+        "/resource/check-presets",
+        ADMIN_AK,
+        ADMIN_SK,
+        None,
+    )
+    .await
+    .unwrap();
+    let admin = ok_json(r).await;
+    assert_eq!(admin["keypair_using"], zero);
+    assert_eq!(admin["group_using"], session);
+    assert_eq!(admin["keypair_remaining"]["cpu"], "2");
+    assert_eq!(admin["scaling_groups"]["default"]["using"], zero);
+
+    // Destroyed, the session gives everything back.
+    let (status, body) = delete(server, (USER_AK, USER_SK), "/session/busy").await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the session is gone", move || async move {
+        session_status(server, "busy").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(check(server, &json!({})).await, idle);
 }
 
 #[tokio::test]
