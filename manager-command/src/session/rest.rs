@@ -306,27 +306,29 @@ impl SessionApi {
                 });
             f.is_active && types_ok && targets.iter().any(|t| g.associations.contains(t))
         };
-        let mut groups = self.view.scaling_groups();
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
-        match asked {
-            Some(name) => match groups.iter().find(|(n, _)| n == name) {
-                Some((n, g)) if usable(g) => Ok(n.clone()),
-                Some(_) => Err(Problem::new(ProblemKind::InvalidApiParams).msg(format!(
-                    "scaling group {name:?} is not available to you for {} sessions",
-                    session_type.as_str()
-                ))),
-                None => Err(Problem::new(ProblemKind::ObjectNotFound("scaling group"))
-                    .msg(format!("no scaling group {name:?}"))),
-            },
-            None => groups
-                .iter()
-                .find(|(_, g)| usable(g))
-                .map(|(n, _)| n.clone())
-                .ok_or_else(|| {
-                    Problem::new(ProblemKind::InvalidApiParams)
-                        .msg("no scaling group is available to you for this session type")
-                }),
-        }
+        self.view.with_scaling_groups(|groups| {
+            let mut groups: Vec<(&String, &ScalingGroup)> = groups.collect();
+            groups.sort_by(|a, b| a.0.cmp(b.0));
+            match asked {
+                Some(name) => match groups.iter().find(|(n, _)| *n == name) {
+                    Some((n, g)) if usable(g) => Ok((*n).clone()),
+                    Some(_) => Err(Problem::new(ProblemKind::InvalidApiParams).msg(format!(
+                        "scaling group {name:?} is not available to you for {} sessions",
+                        session_type.as_str()
+                    ))),
+                    None => Err(Problem::new(ProblemKind::ObjectNotFound("scaling group"))
+                        .msg(format!("no scaling group {name:?}"))),
+                },
+                None => groups
+                    .iter()
+                    .find(|(_, g)| usable(g))
+                    .map(|(n, _)| (*n).clone())
+                    .ok_or_else(|| {
+                        Problem::new(ProblemKind::InvalidApiParams)
+                            .msg("no scaling group is available to you for this session type")
+                    }),
+            }
+        })
     }
 
     async fn enqueue(
@@ -381,7 +383,7 @@ impl SessionApi {
     /// bounds; `shmem` below `mem`.
     fn slots(&self, req: &CreateRequest, image: &crate::image::Image) -> Result<SlotMap, Problem> {
         let mut known: Vec<String> = known_slot_names().map(str::to_owned).collect();
-        known.extend(self.view.reported_slots());
+        known.extend(self.view.reported_slots().iter().cloned());
         known.sort();
         known.dedup();
         let mut errors = Errors::default();

@@ -137,6 +137,9 @@ struct State {
     /// What quotas are made of: keypairs, their policies, users (their
     /// main keypair), projects and domains.
     tenancy: Tenancy,
+    /// The slot names agents report, sorted (see
+    /// [`SessionView::reported_slots`]).
+    reported_slots: Arc<Vec<String>>,
     /// Live sessions PENDING (the scheduler's queue).
     pending: std::collections::HashSet<Uuid>,
     /// Live sessions the kernel driver has work for: SCHEDULED, or with a
@@ -312,21 +315,26 @@ impl SessionView {
         }
     }
 
-    /// The slot names some agent reports (besides the known ones).
-    pub fn reported_slots(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .state
+    /// The slot names some agent reports (besides the known ones), sorted:
+    /// kept up to date as agents register or change capacity, not gathered
+    /// from every agent per call.
+    pub fn reported_slots(&self) -> Arc<Vec<String>> {
+        self.state
             .read()
-            .map(|s| {
-                s.agents
-                    .values()
-                    .flat_map(|a| a.state.capacity.available_slots.keys().cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names.dedup();
-        names
+            .map(|s| Arc::clone(&s.reported_slots))
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` over every live scaling group, by name, under the view's
+    /// read lock (nothing is copied).
+    pub fn with_scaling_groups<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = (&String, &ScalingGroup)>) -> R,
+    ) -> R {
+        match self.state.read() {
+            Ok(s) => f(&mut s.scaling_groups.iter().filter(|(_, g)| g.live().is_some())),
+            Err(_) => f(&mut std::iter::empty()),
+        }
     }
 
     /// Applies one event of the log.
@@ -398,7 +406,23 @@ impl State {
                     }
                     _ => {}
                 }
+                let capacity = matches!(
+                    event,
+                    AgentEvent::AgentRegistered { .. } | AgentEvent::AgentCapacityChanged { .. }
+                );
                 entry.state.apply(&event);
+                if capacity {
+                    let mut names: Vec<String> = self
+                        .agents
+                        .values()
+                        .flat_map(|a| a.state.capacity.available_slots.keys().cloned())
+                        .collect();
+                    names.sort();
+                    names.dedup();
+                    if *self.reported_slots != names {
+                        self.reported_slots = Arc::new(names);
+                    }
+                }
             }
             manager_events::scaling_group::STREAM_TYPE => {
                 let Some(name) = e.stream_id.strip_prefix("scaling-group:") else {
