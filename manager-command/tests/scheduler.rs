@@ -1087,11 +1087,7 @@ fn history_strategy() -> impl Strategy<Value = History> {
     );
     let policy = (
         prop_oneof![Just("fifo"), Just("lifo"), Just("drf")],
-        prop_oneof![
-            Just("dispersed"),
-            Just("concentrated"),
-            Just("roundrobin")
-        ],
+        prop_oneof![Just("dispersed"), Just("concentrated"), Just("roundrobin")],
     );
     (
         prop::collection::vec(agent, 2..=4),
@@ -2004,7 +2000,11 @@ async fn round_robin_takes_agents_in_turn_and_a_new_scheduler_resumes_the_turn()
     let round = manager.round(&cluster.store).await;
     assert_eq!(round.placed, 2, "{round:?}");
     let model = check(&cluster, &manager, "the second round").await.unwrap();
-    assert_eq!(agent_of(&model, big), "i-agent2", "i-agent1 has 2 CPUs left");
+    assert_eq!(
+        agent_of(&model, big),
+        "i-agent2",
+        "i-agent1 has 2 CPUs left"
+    );
     assert_eq!(agent_of(&model, next), "i-agent0");
     manager.stop().await;
 }

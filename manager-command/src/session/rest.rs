@@ -698,17 +698,16 @@ impl Workflow for CheckedEnqueue<'_> {
                 &format!("{}/{}", req.domain, req.group),
             ))
             .await?;
-        let project_id = res
-            .holder
-            .as_deref()
-            .and_then(|h| h.strip_prefix("project:"))
-            .and_then(|id| id.parse::<Uuid>().ok())
-            .ok_or_else(|| {
-                Problem::new(ProblemKind::ObjectNotFound("user group (or project)")).msg(format!(
-                    "no project {:?} in domain {:?}",
-                    req.group, req.domain
-                ))
-            })?;
+        let project_id =
+            res.holder
+                .as_deref()
+                .and_then(|h| h.strip_prefix("project:"))
+                .and_then(|id| id.parse::<Uuid>().ok())
+                .ok_or_else(|| {
+                    Problem::new(ProblemKind::ObjectNotFound("user group (or project)")).msg(
+                        format!("no project {:?} in domain {:?}", req.group, req.domain),
+                    )
+                })?;
         let project = tx
             .load::<Project>(&crate::project::stream_id(&project_id))
             .await?;

@@ -142,7 +142,9 @@ impl Policy {
             "drf" => Order::Drf,
             _ => Order::Fifo,
         };
-        let strategy = opts.get("agent_selection_strategy").and_then(|v| v.as_str());
+        let strategy = opts
+            .get("agent_selection_strategy")
+            .and_then(|v| v.as_str());
         let roundrobin = opts.get("roundrobin").and_then(serde_json::Value::as_bool) == Some(true);
         let selection = match strategy {
             _ if roundrobin => Selection::RoundRobin,
@@ -790,7 +792,14 @@ impl Scheduler {
                 .get(&group)
                 .cloned()
                 .unwrap_or_else(|| Policy::of("fifo", &serde_json::Value::Null));
-            self.order(&policy, &mut queue, &usage.by_keypair, &index, &candidates, &group);
+            self.order(
+                &policy,
+                &mut queue,
+                &usage.by_keypair,
+                &index,
+                &candidates,
+                &group,
+            );
             let in_group: Vec<usize> = (0..candidates.len())
                 .filter(|i| candidates[*i].scaling_group == group)
                 .collect();
@@ -1143,15 +1152,7 @@ fn fits_when_empty(
         })
         .collect();
     let all: Vec<usize> = (0..empty.len()).collect();
-    place(
-        s,
-        index,
-        &mut empty,
-        &all,
-        Selection::Dispersed,
-        &mut 0,
-    )
-    .is_some()
+    place(s, index, &mut empty, &all, Selection::Dispersed, &mut 0).is_some()
 }
 
 /// Places every kernel of `s` on agents of `in_group`, updating what the
@@ -1266,7 +1267,12 @@ mod tests {
             .collect()
     }
 
-    fn cand(index: &SlotIndex, id: &str, capacity: &[(&str, &str)], used: &[(&str, &str)]) -> Candidate {
+    fn cand(
+        index: &SlotIndex,
+        id: &str,
+        capacity: &[(&str, &str)],
+        used: &[(&str, &str)],
+    ) -> Candidate {
         let capacity = index.dense(&slots(capacity));
         let accelerators = (0..capacity.len())
             .filter(|i| index.names[*i].contains('.') && capacity[*i] > SlotAmount::ZERO)
