@@ -2009,6 +2009,28 @@ async fn round_robin_takes_agents_in_turn_and_a_new_scheduler_resumes_the_turn()
     manager.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_view_knows_the_slot_names_agents_report_as_they_come_and_go() {
+    let cluster = Cluster::new().await;
+    let manager = cluster.manager();
+    let plain = agent_info("i-plain", "default", "4", 8 * GIB);
+    let mut gpu = agent_info("i-gpu", "default", "4", 8 * GIB);
+    gpu.available_slots.insert("cuda.device".into(), "2".into());
+    start_agent(&cluster.handler, &plain).await;
+    start_agent(&cluster.handler, &gpu).await;
+    manager.catch_up(&cluster.store).await;
+    assert_eq!(
+        *manager.view.reported_slots(),
+        ["cpu", "cuda.device", "mem"]
+    );
+    // The only agent with GPUs comes back without them: the name goes.
+    gpu.available_slots.remove("cuda.device");
+    start_agent(&cluster.handler, &gpu).await;
+    manager.catch_up(&cluster.store).await;
+    assert_eq!(*manager.view.reported_slots(), ["cpu", "mem"]);
+    manager.stop().await;
+}
+
 /// A batch session of `kernels` kernels of 1 CPU, waiting for `deps`.
 fn batch(name: &str, kernels: u32, deps: Vec<Uuid>) -> SessionSpec {
     let mut s = spec(

@@ -1312,6 +1312,17 @@ mod tests {
     }
 
     #[test]
+    fn a_request_fits_only_where_every_slot_it_asks_for_is_free() {
+        let ix = index();
+        let c = cand(&ix, "a", &[("cpu", "4"), ("mem", "1024")], &[("cpu", "3")]);
+        assert!(c.fits(&req(&ix, &[("cpu", "1"), ("mem", "1024")])));
+        assert!(!c.fits(&req(&ix, &[("cpu", "1.5")])));
+        // A slot the agent lacks fits only a request of zero.
+        assert!(c.fits(&req(&ix, &[("cpu", "1"), ("cuda.device", "0")])));
+        assert!(!c.fits(&req(&ix, &[("cuda.device", "1")])));
+    }
+
+    #[test]
     fn agents_with_unused_accelerators_go_last_and_ties_go_to_the_first_id() {
         let ix = index();
         let cs = vec![

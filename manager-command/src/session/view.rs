@@ -53,19 +53,6 @@ pub fn add(a: &mut Slots, b: &Slots) {
     }
 }
 
-/// Whether `request` fits in `capacity - used` for every slot it asks a
-/// non-zero amount of (a slot the agent lacks has capacity 0).
-pub fn fits(capacity: &Slots, used: &Slots, request: &Slots) -> bool {
-    request.iter().all(|(k, want)| {
-        if *want <= SlotAmount::ZERO {
-            return true;
-        }
-        let cap = capacity.get(k).copied().unwrap_or(SlotAmount::ZERO);
-        let taken = used.get(k).copied().unwrap_or(SlotAmount::ZERO);
-        taken.plus(*want) <= cap
-    })
-}
-
 /// An agent as the scheduler sees it.
 #[derive(Debug, Clone, Default)]
 pub struct AgentEntry {
@@ -138,8 +125,9 @@ struct State {
     /// main keypair), projects and domains.
     tenancy: Tenancy,
     /// The slot names agents report, sorted (see
-    /// [`SessionView::reported_slots`]).
+    /// [`SessionView::reported_slots`]), and how many agents report each.
     reported_slots: Arc<Vec<String>>,
+    slot_reporters: BTreeMap<String, usize>,
     /// Live sessions PENDING (the scheduler's queue).
     pending: std::collections::HashSet<Uuid>,
     /// Live sessions the kernel driver has work for: SCHEDULED, or with a
@@ -406,21 +394,36 @@ impl State {
                     }
                     _ => {}
                 }
-                let capacity = matches!(
-                    event,
-                    AgentEvent::AgentRegistered { .. } | AgentEvent::AgentCapacityChanged { .. }
-                );
+                let before: Vec<String> = entry
+                    .state
+                    .capacity
+                    .available_slots
+                    .keys()
+                    .cloned()
+                    .collect();
                 entry.state.apply(&event);
-                if capacity {
-                    let mut names: Vec<String> = self
-                        .agents
-                        .values()
-                        .flat_map(|a| a.state.capacity.available_slots.keys().cloned())
-                        .collect();
-                    names.sort();
-                    names.dedup();
-                    if *self.reported_slots != names {
-                        self.reported_slots = Arc::new(names);
+                let after = &entry.state.capacity.available_slots;
+                if !before.iter().eq(after.keys()) {
+                    // Count reporters per slot name; rebuild the list only
+                    // when a name appears or disappears.
+                    let mut changed = false;
+                    for name in &before {
+                        if let Some(n) = self.slot_reporters.get_mut(name) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.slot_reporters.remove(name);
+                                changed = true;
+                            }
+                        }
+                    }
+                    for name in after.keys() {
+                        let n = self.slot_reporters.entry(name.clone()).or_insert(0);
+                        changed |= *n == 0;
+                        *n += 1;
+                    }
+                    if changed {
+                        self.reported_slots =
+                            Arc::new(self.slot_reporters.keys().cloned().collect());
                     }
                 }
             }
@@ -574,30 +577,5 @@ impl State {
         } else {
             self.actionable.remove(&id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(map: &[(&str, &str)]) -> Slots {
-        map.iter()
-            .map(|(k, v)| ((*k).to_owned(), SlotAmount::parse(v).unwrap()))
-            .collect()
-    }
-
-    #[test]
-    fn a_request_fits_only_where_every_asked_slot_is_free() {
-        let cap = s(&[("cpu", "4"), ("mem", "1024")]);
-        assert!(fits(
-            &cap,
-            &s(&[("cpu", "3")]),
-            &s(&[("cpu", "1"), ("mem", "1024")])
-        ));
-        assert!(!fits(&cap, &s(&[("cpu", "3.5")]), &s(&[("cpu", "1")])));
-        // A slot the agent lacks fits only a request of zero.
-        assert!(fits(&cap, &Slots::new(), &s(&[("cuda.device", "0")])));
-        assert!(!fits(&cap, &Slots::new(), &s(&[("cuda.device", "1")])));
     }
 }
