@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use common::{
-    ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, call, delete, post, process_agent, signed,
+    ADMIN_AK, ADMIN_SK, Server, USER_AK, USER_SK, call, delete, process_agent, signed,
     start_with_fixture as start,
 };
 use manager_command::auth::signature::{RequestParts, parse_date, sign};
@@ -459,19 +459,13 @@ async fn check_presets_counts_a_running_session_against_quotas_agents_and_preset
     );
 
     // A session taking 3 CPUs and 1 GiB runs on the agent.
-    let (status, created) = post(
+    common::running_session(
         server,
         (USER_AK, USER_SK),
-        "/session",
         json!({"name": "busy", "image": "python", "maxWaitSeconds": 60,
                "config": {"resources": {"cpu": "3", "mem": "1g"}}}),
     )
     .await;
-    assert_eq!(
-        (status, &created["status"]),
-        (201, &json!("RUNNING")),
-        "{created}"
-    );
     eventually("the session is shown running", move || async move {
         (session_status(server, "busy").await == Some(json!("RUNNING"))).then_some(())
     })

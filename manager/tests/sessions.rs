@@ -194,18 +194,12 @@ async fn a_session_that_fits_nowhere_waits_without_blocking_the_queue_and_is_can
     assert_eq!(status, 201, "{big}");
     let big_id: Uuid = big["sessionId"].as_str().unwrap().parse().unwrap();
     // …while a small one behind it runs.
-    let (status, small) = post(
+    common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "small", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &small["status"]),
-        (201, &json!("RUNNING")),
-        "{small}"
-    );
     let events = store
         .read_stream(&manager_events::session::stream_id(big_id), 0)
         .await
@@ -372,18 +366,12 @@ async fn quotas_hold_sessions_back_and_say_why() {
     )
     .await;
     assert_eq!(status, 201, "{too_big}");
-    let (status, first) = post(
+    common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "q-one", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &first["status"]),
-        (201, &json!("RUNNING")),
-        "{first}"
-    );
     let (status, second) = post(
         &server,
         USER,
@@ -462,19 +450,12 @@ async fn kernels_of_a_lost_agent_end_in_error_and_the_session_can_still_be_destr
     )
     .await;
     let agent = process_agent(&db, "i-doomed", "4").await;
-    let (status, body) = post(
+    let id = common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "stranded", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &body["status"]),
-        (201, &json!("RUNNING")),
-        "{body}"
-    );
-    let id: Uuid = body["sessionId"].as_str().unwrap().parse().unwrap();
     drop(agent);
     until(Duration::from_secs(20), "ERROR", || async {
         history(&store, id).await.0.last() == Some(&SessionStatus::Error)
@@ -500,18 +481,12 @@ async fn code_runs_in_a_session_and_its_log_is_read_back() {
     let db = TestDb::new().await;
     let server = common::start_with_fixture(&db).await;
     let _agent = process_agent(&db, "i-exec", "4").await;
-    let (status, body) = post(
+    common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "calc", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &body["status"]),
-        (201, &json!("RUNNING")),
-        "{body}"
-    );
 
     let mut answer = Value::Null;
     let mut run_id = Value::Null;
@@ -581,19 +556,12 @@ async fn a_running_session_restarts_and_is_renamed() {
     let store = db.store().await;
     let server = common::start_with_fixture(&db).await;
     let _agent = process_agent(&db, "i-restart", "4").await;
-    let (status, body) = post(
+    let id = common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "phoenix", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &body["status"]),
-        (201, &json!("RUNNING")),
-        "{body}"
-    );
-    let id: Uuid = body["sessionId"].as_str().unwrap().parse().unwrap();
 
     let r = common::signed_json(&server, "PATCH", "/session/phoenix", USER, b"", &[]).await;
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
@@ -697,19 +665,14 @@ async fn an_unused_session_ends_after_its_idle_timeout_and_a_used_one_lives_on()
     );
     let mut ids = Vec::new();
     for name in ["idle-one", "busy-one"] {
-        let (status, body) = post(
-            &server,
-            USER,
-            "/session",
-            json!({"name": name, "image": "python", "maxWaitSeconds": 60}),
-        )
-        .await;
-        assert_eq!(
-            (status, &body["status"]),
-            (201, &json!("RUNNING")),
-            "{body}"
+        ids.push(
+            common::running_session(
+                &server,
+                USER,
+                json!({"name": name, "image": "python", "maxWaitSeconds": 60}),
+            )
+            .await,
         );
-        ids.push(body["sessionId"].as_str().unwrap().parse::<Uuid>().unwrap());
     }
     // Keep one busy for longer than the timeout.
     let started = Instant::now();

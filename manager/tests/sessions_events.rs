@@ -177,21 +177,15 @@ async fn session_info_shows_a_live_session_of_the_caller() {
     let server = common::start_with_fixture(&db).await;
     let _agent = process_agent(&db, "i-info", "4").await;
 
-    let (status, body) = post(
+    let id = common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "info-s", "image": "python", "maxWaitSeconds": 60,
                "config": {"resources": {"cpu": "1", "mem": "512m"},
                           "resource_opts": {"shmem": "64m"}}}),
     )
-    .await;
-    assert_eq!(
-        (status, &body["status"]),
-        (201, &json!("RUNNING")),
-        "{body}"
-    );
-    let id = body["sessionId"].as_str().unwrap().to_owned();
+    .await
+    .to_string();
 
     // The create answered RUNNING as soon as the log said so; the read
     // models follow (read-your-writes covers the caller's own command, the
@@ -347,19 +341,12 @@ async fn session_events_follow_one_session_from_enqueue_to_termination() {
         read_frames(other, Duration::from_secs(3600), |f| !f.is_empty()).await
     });
 
-    let (status, body) = post(
+    let id = common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "ev-one", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &body["status"]),
-        (201, &json!("RUNNING")),
-        "{body}"
-    );
-    let id: Uuid = body["sessionId"].as_str().unwrap().parse().unwrap();
     let (status, _) = delete(&server, USER, "/session/ev-one").await;
     assert_eq!(status, 200);
 
@@ -543,18 +530,12 @@ async fn the_official_cli_follows_a_session_until_it_is_gone() {
     let db = TestDb::new().await;
     let server = common::start_with_fixture(&db).await;
     let _agent = process_agent(&db, "i-cli-ev", "4").await;
-    let (status, body) = post(
+    common::running_session(
         &server,
         USER,
-        "/session",
         json!({"name": "cli-ev", "image": "python", "maxWaitSeconds": 60}),
     )
     .await;
-    assert_eq!(
-        (status, &body["status"]),
-        (201, &json!("RUNNING")),
-        "{body}"
-    );
 
     let child = std::process::Command::new(common::client())
         .args(["session", "events", "cli-ev"])

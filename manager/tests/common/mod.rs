@@ -465,6 +465,25 @@ pub async fn post(
     call(server, keypair, "POST", path, &body).await
 }
 
+/// Creates a session with `body` (which should ask to wait, e.g.
+/// `maxWaitSeconds`) and asserts it answered 201 RUNNING; its id.
+pub async fn running_session(
+    server: &Server,
+    keypair: (&str, &str),
+    body: serde_json::Value,
+) -> uuid::Uuid {
+    let (status, created) = post(server, keypair, "/session", body).await;
+    assert_eq!(
+        (status, &created["status"]),
+        (201, &serde_json::json!("RUNNING")),
+        "{created}"
+    );
+    created["sessionId"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no session id in {created}"))
+}
+
 /// `DELETE` without a body; see [`call`].
 pub async fn delete(
     server: &Server,
